@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class AcpAppConfig(AppConfig):
+    name = "acp_app"
+    verbose_name = "ACP delegates"
+    default_auto_field = "django.db.models.BigAutoField"

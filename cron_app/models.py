@@ -1,0 +1,94 @@
+"""Cron jobs, their run log (one row per job and scheduled slot), heartbeat state."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+def _job_id() -> str:
+    return str(uuid.uuid4())
+
+
+class CronJob(models.Model):
+    class SessionTarget(models.TextChoices):
+        MAIN = "main"
+        ISOLATED = "isolated"
+
+    class WakeMode(models.TextChoices):
+        NOW = "now"
+        NEXT_HEARTBEAT = "next-heartbeat"
+
+    job_id = models.CharField(max_length=64, unique=True, default=_job_id)
+    agent_id = models.CharField(max_length=64, db_index=True)
+    name = models.CharField(max_length=256)
+    description = models.TextField(blank=True, default="")
+    enabled = models.BooleanField(default=True, db_index=True)
+    schedule = models.JSONField()  # {kind: at|every|cron, at?, everyMs?, anchorMs?, expr?, tz?}
+    session_target = models.CharField(max_length=16, choices=SessionTarget.choices, default=SessionTarget.MAIN)
+    session_key = models.CharField(max_length=512, null=True, blank=True)
+    wake_mode = models.CharField(max_length=16, choices=WakeMode.choices, default=WakeMode.NOW)
+    payload = models.JSONField()  # {kind: systemEvent, text} | {kind: agentTurn, message, …}
+    delivery = models.JSONField(default=dict, blank=True)
+    delete_after_run = models.BooleanField(default=False)
+    next_run_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=16, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    last_duration_ms = models.IntegerField(null=True, blank=True)
+    consecutive_errors = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["next_run_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.job_id})"
+
+
+class CronRun(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        OK = "ok"
+        ERROR = "error"
+        SKIPPED = "skipped"
+
+    job = models.ForeignKey(CronJob, on_delete=models.CASCADE, related_name="runs")
+    scheduled_for = models.DateTimeField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    run_id = models.CharField(max_length=128, null=True, blank=True)
+    session_key = models.CharField(max_length=512, blank=True, default="")
+    summary = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-scheduled_for"]
+        constraints = [
+            # A slot fires once, however many clusters race for it.
+            models.UniqueConstraint(fields=["job", "scheduled_for"], name="cron_run_once_per_slot"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id}@{self.scheduled_for:%Y-%m-%d %H:%M} {self.status}"
+
+
+class HeartbeatState(models.Model):
+    """Scheduling state of one agent's heartbeat (what OpenClaw keeps in memory)."""
+
+    agent_id = models.CharField(max_length=64, unique=True)
+    next_due_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=16, blank=True, default="")
+    last_skip_reason = models.CharField(max_length=64, blank=True, default="")
+    last_text = models.TextField(blank=True, default="")
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"heartbeat {self.agent_id}"
