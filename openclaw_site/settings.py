@@ -6,6 +6,7 @@ database (PostgreSQL), ``REDIS_URL`` the channel layer and the django-q2 broker.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -110,8 +111,18 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
     }
-if os.environ.get("OPENCLAW_TEST_DB_NAME"):
-    DATABASES["default"]["TEST"] = {"NAME": os.environ["OPENCLAW_TEST_DB_NAME"]}
+# Tests that start real gateway processes need a test database those processes can open:
+# a file for SQLite (never in-memory), a per-run name for PostgreSQL so that parallel
+# test runs on one machine do not collide.
+_test_db = os.environ.get("OPENCLAW_TEST_DB_NAME")
+if not _test_db and "pytest" in sys.modules:
+    _test_db = (
+        f"/tmp/openclaw-test-{os.getpid()}.sqlite3"
+        if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+        else f"test_openclaw_{os.getpid()}"
+    )
+if _test_db:
+    DATABASES["default"]["TEST"] = {"NAME": _test_db}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
