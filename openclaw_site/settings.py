@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "channels",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_q",
     "sessions_app",
     "acp_app",
@@ -193,6 +194,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "REST surface of the gateway. Every error is `{\"error\": {\"code\", \"message\", \"details\"}}`.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI assets served locally (no CDN: the gateway may run offline).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 LOGGING = {
