@@ -121,7 +121,8 @@ class SubagentsConfig:
 
 @dataclass(frozen=True)
 class AgentConfig:
-    """One agent; ``default`` is True for the effective default agent only."""
+    """One agent. ``default`` is True for the effective default agent only; ``model`` is the
+    effective ``provider/model`` (per agent > ``agents.defaults.model`` > ``offline/scripted``)."""
 
     id: str
     name: str
@@ -264,6 +265,11 @@ class GatewayConfig:
         data["auth"] = {**data["auth"], "token": _redact(self.auth.token), "password": _redact(self.auth.password)}
         for provider in data["providers"].values():
             provider["api_key"] = _redact(provider["api_key"])
+            provider["headers"] = {name: _redact(value) for name, value in provider["headers"].items()}
+        for agent in data["acp"].get("agents", {}).values():
+            agent["env"] = {name: _redact(value) for name, value in agent["env"].items()}
+        if data["cron"].get("webhookToken"):
+            data["cron"]["webhookToken"] = "<set>"
         return data
 
     def hash(self) -> str:
@@ -353,12 +359,12 @@ class override_config:
         self.data = data
 
     def __enter__(self) -> GatewayConfig:
-        config = load_config(data=self.data)
-        _overrides.append(config)
-        return config
+        self.config = load_config(data=self.data)
+        _overrides.append(self.config)
+        return self.config
 
     def __exit__(self, *exc_info: object) -> None:
-        _overrides.pop()
+        _overrides.remove(self.config)
 
     def __call__(self, func: Callable) -> Callable:
         if inspect.iscoroutinefunction(func):
@@ -398,15 +404,17 @@ _MISSING = object()
 
 
 class _Section:
-    """A dict found at a dotted key; typed getters raise ConfigError naming the key."""
+    """A dict found at a dotted key; typed getters raise ConfigError naming the key.
 
-    def __init__(self, value: Any, key: str, known: Iterable[str], *, warn: bool = True) -> None:
+    ``known`` lists its keys (others are warned about); None marks a map of free names."""
+
+    def __init__(self, value: Any, key: str, known: Iterable[str] | None, *, warn: bool = True) -> None:
         if value is None:
             value = {}
         if not isinstance(value, dict):
             raise ConfigError(key or "<root>", "must be an object")
-        self.data, self.key = value, key
-        if warn:
+        self.data, self.key, self.warn = value, key, warn
+        if warn and known is not None:
             _warn_unknown(value, key, frozenset(known))
 
     def path(self, name: str) -> str:
@@ -420,7 +428,7 @@ class _Section:
     def has(self, name: str) -> bool:
         return self.get(name) is not _MISSING
 
-    def section(self, name: str, known: Iterable[str], *, warn: bool = True) -> _Section:
+    def section(self, name: str, known: Iterable[str] | None, *, warn: bool = True) -> _Section:
         return _Section(self.data.get(name), self.path(name), known, warn=warn)
 
     def text(self, name: str, default: Any = None, *, choices: Iterable[str] | None = None) -> Any:
@@ -470,10 +478,13 @@ class _Section:
         return dict(value)
 
 
+_TYPE_NAMES = {
+    bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object",
+}  # fmt: skip
+
+
 def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _check_int(value: Any, key: str, *, minimum: int = 0, maximum: int | None = None) -> int:
@@ -535,7 +546,10 @@ def _env_ref(value: str, key: str) -> str:
 # Building the config, one section at a time
 # ---------------------------------------------------------------------------
 
-_ROOT_KEYS = ("agents", "session", "tools", "messages", "models", "acp", "cron", "gateway", "$schema", "meta", "bindings", "channels")
+_ROOT_KEYS = (
+    "agents", "session", "tools", "messages", "models", "acp", "cron", "gateway",
+    "$schema", "meta", "bindings", "channels",
+)  # fmt: skip
 
 
 def _build(data: dict, *, path: str | None) -> GatewayConfig:
@@ -577,9 +591,10 @@ _AGENT_KEYS = (
 
 
 def _parse_agents(agents: _Section, defaults: _Section, providers: dict) -> tuple[AgentConfig, ...]:
+    """The agents with their effective model, heartbeat (spec-a §3.2) and sub-agent limits."""
     entries = _agent_entries(agents)
-    default_model = _model_ref(defaults, "model", providers)
-    base_heartbeat = _heartbeat_block(defaults)
+    default_model = _model_ref(defaults, "model", providers) or DEFAULT_MODEL
+    base_heartbeat = _heartbeat_block(defaults, providers)
     base_subagents = _subagents_block(defaults, providers)
     timeout = defaults.number("timeoutSeconds", 600, minimum=1)
     default_index = _default_index(entries)
@@ -606,7 +621,7 @@ def _parse_agents(agents: _Section, defaults: _Section, providers: dict) -> tupl
 
 
 def _implicit_main(
-    model: str | None, heartbeat: dict | None, subagents: dict, timeout: int, defaults: _Section, providers: dict
+    model: str, heartbeat: dict | None, subagents: dict, timeout: int, defaults: _Section, providers: dict
 ) -> AgentConfig:
     """The agent ``main`` of a config without ``agents.list``; it runs the default heartbeat."""
     empty = _Section({}, "agents.defaults", ())
@@ -663,7 +678,8 @@ def _model_ref(section: _Section, name: str, providers: dict) -> str | None:
         return None
     key = section.path(name)
     if isinstance(value, dict):
-        _warn_unknown(value, key, frozenset(("primary", "fallbacks")))
+        if section.warn:
+            _warn_unknown(value, key, frozenset(("primary", "fallbacks")))
         value, key = value.get("primary"), f"{key}.primary"
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(key, 'must be a model reference such as "provider/model"')
@@ -698,12 +714,12 @@ _HEARTBEAT_KEYS = (
 )  # fmt: skip
 
 
-def _heartbeat_block(section: _Section) -> dict | None:
+def _heartbeat_block(section: _Section, providers: dict) -> dict | None:
     """The ``heartbeat`` block of a section, validated on its own; None when absent."""
     if not section.has("heartbeat"):
         return None
     block = section.section("heartbeat", _HEARTBEAT_KEYS)
-    _heartbeat_from(block, providers=None)
+    _heartbeat_from(block, providers)
     return block.data
 
 
@@ -712,13 +728,13 @@ def _heartbeat_for(
 ) -> HeartbeatConfig | None:
     """An agent's heartbeat: ``base`` shallow-merged with its own block; None when the
     interval is 0 (not scheduled)."""
-    own = _heartbeat_block(entry) or {}
+    own = _heartbeat_block(entry, providers) or {}
     merged = _Section({**(base or {}), **own}, key or entry.path("heartbeat"), (), warn=False)
-    heartbeat = _heartbeat_from(merged, providers=providers)
+    heartbeat = _heartbeat_from(merged, providers)
     return heartbeat if heartbeat.every_ms > 0 else None
 
 
-def _heartbeat_from(block: _Section, *, providers: dict | None) -> HeartbeatConfig:
+def _heartbeat_from(block: _Section, providers: dict) -> HeartbeatConfig:
     every_ms = block.duration_ms("every", 30 * 60_000)
     return HeartbeatConfig(
         every_ms=every_ms,
@@ -727,7 +743,7 @@ def _heartbeat_from(block: _Section, *, providers: dict | None) -> HeartbeatConf
         to=block.text("to"),
         account_id=block.text("accountId"),
         session=block.text("session"),
-        model=_model_ref(block, "model", providers) if providers is not None else block.text("model"),
+        model=_model_ref(block, "model", providers),
         ack_max_chars=block.number("ackMaxChars", 300),
         active_hours=_active_hours(block),
         isolated_session=block.flag("isolatedSession", False),
@@ -799,11 +815,12 @@ _QUEUE_KEYS = ("mode", "debounceMs", "cap", "drop", "byChannel", "debounceMsByCh
 def _parse_send_policy(policy: _Section) -> dict:
     """``session.sendPolicy`` as ``{default, rules: [{action, match}]}``."""
     rules = policy.get("rules")
-    if rules is not _MISSING and not isinstance(rules, list):
+    rules = [] if rules is _MISSING else rules
+    if not isinstance(rules, list):
         raise ConfigError(policy.path("rules"), "must be a list")
     return {
         "default": policy.text("default", "allow", choices=("allow", "deny")),
-        "rules": [_send_rule(rule, policy.path(f"rules[{i}]")) for i, rule in enumerate(rules or [])],
+        "rules": [_send_rule(rule, policy.path(f"rules[{i}]")) for i, rule in enumerate(rules)],
     }
 
 
@@ -829,15 +846,15 @@ def _parse_tools(tools: _Section) -> dict:
 
 def _parse_queue(queue: _Section) -> QueueConfig:
     """``messages.queue``; ``queue`` is the legacy alias of ``steer``, a cap below 1 is ignored."""
-    by_channel = queue.section("byChannel", ())
-    debounce_by_channel = queue.section("debounceMsByChannel", ())
+    by_channel = queue.section("byChannel", None)
+    debounce_by_channel = queue.section("debounceMsByChannel", None)
     return QueueConfig(
         mode=_queue_mode(queue.text("mode", "steer"), queue.path("mode")),
         debounce_ms=queue.duration_ms("debounceMs", 500, unit="ms"),
         cap=queue.number("cap", 20) or 20,
         drop=queue.text("drop", "summarize", choices=QUEUE_DROPS),
         by_channel={
-            ch.lower(): _queue_mode(by_channel.text(ch), by_channel.path(ch)) for ch in by_channel.data
+            ch.lower(): _queue_mode(by_channel.text(ch, ""), by_channel.path(ch)) for ch in by_channel.data
         },
         debounce_ms_by_channel={
             ch.lower(): debounce_by_channel.duration_ms(ch, 0, unit="ms") for ch in debounce_by_channel.data
@@ -860,7 +877,7 @@ _MODEL_KEYS = ("id", "name", "contextWindow", "maxTokens", "reasoning", "input",
 
 def _parse_providers(models: _Section) -> dict[str, ProviderConfig]:
     """``models.providers``, after the built-in ``offline`` provider (a reserved name)."""
-    section = models.section("providers", ())
+    section = models.section("providers", None)
     providers = {OFFLINE_PROVIDER: _offline_provider()}
     for name in section.data:
         if name == OFFLINE_PROVIDER:
@@ -874,14 +891,15 @@ def _provider(name: str, block: _Section) -> ProviderConfig:
     if not base_url or not base_url.strip():
         raise ConfigError(block.path("baseUrl"), "a provider needs a baseUrl")
     models = block.get("models")
-    if models is not _MISSING and not isinstance(models, list):
+    models = [] if models is _MISSING else models
+    if not isinstance(models, list):
         raise ConfigError(block.path("models"), "must be a list")
     return ProviderConfig(
         name=name,
         base_url=base_url.strip().rstrip("/"),
         api_key=_env_ref(block.text("apiKey", ""), block.path("apiKey")),
         api=block.text("api", "openai-completions", choices=PROVIDER_APIS),
-        models=[_model(m, block.path(f"models[{i}]")) for i, m in enumerate(models or [])],
+        models=[_model(m, block.path(f"models[{i}]")) for i, m in enumerate(models)],
         headers=block.text_dict("headers"),
     )
 
@@ -907,6 +925,7 @@ _ACP_KEYS = (
 )  # fmt: skip
 _CRON_KEYS = ("enabled", "maxConcurrentRuns", "sessionRetention", "webhookToken", "webhook", "store", "runLog")
 _AUTH_KEYS = ("mode", "token", "password")
+_DELEGATE_KEYS = ("idleHours", "maxAgeHours", "idleMinutes", "maxAgeMinutes")
 
 
 def _parse_acp(acp: _Section) -> dict:
@@ -918,9 +937,9 @@ def _parse_acp(acp: _Section) -> dict:
         "defaultAgent": _normalize_agent_id(default_agent) if default_agent else None,
         "allowedAgents": [_normalize_agent_id(a) for a in acp.text_list("allowedAgents")],
         "maxConcurrentSessions": acp.number("maxConcurrentSessions", 8, minimum=1),
-        "agents": _acp_agents(acp.section("agents", ())),
+        "agents": _acp_agents(acp.section("agents", None)),
         "runtime": {"ttlMinutes": acp.section("runtime", ("ttlMinutes",)).number("ttlMinutes", 10)},
-        "delegate": _acp_delegate(acp.section("delegate", ("idleHours", "maxAgeHours", "idleMinutes", "maxAgeMinutes"))),
+        "delegate": _acp_delegate(acp.section("delegate", _DELEGATE_KEYS)),
         "permissionPolicy": acp.text("permissionPolicy", "approve-reads", choices=PERMISSION_POLICIES),
         "dispatch": {"enabled": acp.section("dispatch", ("enabled",)).flag("enabled", True)},
     }
@@ -964,7 +983,10 @@ def _parse_cron(cron: _Section) -> dict:
         "sessionRetentionMs": _retention_ms(retention, cron.path("sessionRetention")),
         "webhookToken": cron.text("webhookToken"),
         "store": cron.text("store"),
-        "runLog": {"maxBytes": run_log.number("maxBytes", 2_000_000, minimum=1), "keepLines": run_log.number("keepLines", 2000, minimum=1)},
+        "runLog": {
+            "maxBytes": run_log.number("maxBytes", 2_000_000, minimum=1),
+            "keepLines": run_log.number("keepLines", 2000, minimum=1),
+        },
     }
 
 
@@ -985,9 +1007,7 @@ def _parse_auth(auth: _Section) -> AuthConfig:
     implied = "token" if token else "password" if password else "none"
     mode = auth.text("mode", implied, choices=AUTH_MODES)
     if mode == "token" and not token:
-        raise ConfigError(auth.path("token"), "gateway.auth.mode is token but no token is set (or OPENCLAW_GATEWAY_TOKEN)")
+        raise ConfigError(auth.path("token"), "mode token needs a token (or OPENCLAW_GATEWAY_TOKEN)")
     if mode == "password" and not password:
-        raise ConfigError(
-            auth.path("password"), "gateway.auth.mode is password but no password is set (or OPENCLAW_GATEWAY_PASSWORD)"
-        )
+        raise ConfigError(auth.path("password"), "mode password needs a password (or OPENCLAW_GATEWAY_PASSWORD)")
     return AuthConfig(mode=mode, token=token, password=password)
