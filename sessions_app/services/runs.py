@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from openclaw_site.errors import InvalidRequestError
 
 from ..events import notify_engines
 from ..models import Run, Session
@@ -47,3 +50,29 @@ def run_enqueue(
     except IntegrityError:
         return Run.objects.get(run_id=run_id), False
     return run, True
+
+
+class RunNotActiveError(InvalidRequestError):
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run is not active: {run_id} ({status})", details={"code": "RUN_NOT_ACTIVE", "runId": run_id})
+
+
+def run_abort(*, run: Run, reason: str = "aborted by operator") -> Run:
+    """Abort ``run``: a queued run ends at once as ``aborted`` (and its run-finished hooks
+    fire after commit); a running one gets ``abort_requested``, which the engine honours at
+    its next step. A run that already ended raises :class:`RunNotActiveError`.
+    """
+    from .run_hooks import run_finished
+
+    now = timezone.now()
+    with transaction.atomic():
+        # Conditional updates, not read-then-save: an engine may claim the run meanwhile.
+        queued = Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED)
+        if queued.update(status=Run.Status.ABORTED, abort_requested=True, ended_at=now,
+                         error={"code": "ABORTED", "message": reason}):  # fmt: skip
+            transaction.on_commit(lambda: run_finished(Run.objects.get(pk=run.pk)))
+        elif not Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(abort_requested=True):
+            run.refresh_from_db(fields=["status"])
+            raise RunNotActiveError(run.run_id, run.status)
+    run.refresh_from_db()
+    return run
