@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from openclaw_site.errors import InvalidRequestError
 
@@ -58,20 +57,16 @@ class RunNotActiveError(InvalidRequestError):
 
 
 def run_abort(*, run: Run, reason: str = "aborted by operator") -> Run:
-    """Abort ``run``: a queued run ends at once as ``aborted`` (and its run-finished hooks
-    fire after commit); a running one gets ``abort_requested``, which the engine honours at
-    its next step. A run that already ended raises :class:`RunNotActiveError`.
+    """Abort ``run`` or say why not: a queued run ends at once as ``aborted``; a running one
+    gets ``abort_requested`` and its engine is told. A run that already ended raises
+    :class:`RunNotActiveError` and changes nothing. The abort itself is
+    :func:`sessions_app.services.chat.run_abort` (events, engine notice, run hooks).
     """
-    from .run_hooks import run_finished
+    from .chat import run_abort as abort
 
-    now = timezone.now()
+    run.refresh_from_db()
     with transaction.atomic():
-        # Conditional updates, not read-then-save: an engine may claim the run meanwhile.
-        queued = Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED)
-        if queued.update(status=Run.Status.ABORTED, abort_requested=True, ended_at=now,
-                         error={"code": "ABORTED", "message": reason}):  # fmt: skip
-            transaction.on_commit(lambda: run_finished(Run.objects.get(pk=run.pk)))
-        elif not Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(abort_requested=True):
+        if not abort(run=run, reason=reason):
             run.refresh_from_db(fields=["status"])
             raise RunNotActiveError(run.run_id, run.status)
     run.refresh_from_db()
