@@ -66,7 +66,10 @@ class CronRun(models.Model):
         SKIPPED = "skipped"
         MISSED = "missed"  # a slot that fell in downtime and was not run (catch-up policy)
 
-    job = models.ForeignKey(CronJob, on_delete=models.CASCADE, related_name="runs")
+    # The run log outlives its job (a one-shot job deleted after its run keeps its log).
+    job = models.ForeignKey(CronJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    job_uid = models.CharField(max_length=64, db_index=True)  # CronJob.job_id
+    job_name = models.CharField(max_length=256, blank=True, default="")
     scheduled_for = models.DateTimeField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING, db_index=True)
     manual = models.BooleanField(default=False)  # cron.run / admin "run now"
@@ -94,7 +97,7 @@ class CronRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.job_id}@{self.scheduled_for:%Y-%m-%d %H:%M} {self.status}"
+        return f"{self.job_uid}@{self.scheduled_for:%Y-%m-%d %H:%M} {self.status}"
 
 
 class HeartbeatState(models.Model):
