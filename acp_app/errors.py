@@ -27,7 +27,9 @@ class AcpDisabledError(ForbiddenError):
     """``acp.enabled`` is false."""
 
     def __init__(self) -> None:
-        super().__init__("ACP is disabled by config (acp.enabled=false)", details=_details("ACP_DISABLED", "acp_disabled"))
+        super().__init__(
+            "ACP is disabled by config (acp.enabled=false)", details=_details("ACP_DISABLED", "acp_disabled")
+        )
 
 
 class AcpAgentForbiddenError(ForbiddenError):

@@ -94,6 +94,7 @@ class AcpHandle:
         self._turn: TurnCollector | None = None
         self._prompt_lock = asyncio.Lock()
         self._closed = False
+        self._background: set[asyncio.Future] = set()
         stdin, stdout = process.streams
         self._conn = connect_to_agent(_HarnessClient(self), stdin, stdout)
 
@@ -175,9 +176,14 @@ class AcpHandle:
             raise AcpTurnTimeoutError(self.harness_id, timeout) from None
         except asyncio.CancelledError:
             _discard(task)
-            asyncio.ensure_future(self.cancel())
+            self._in_background(self.cancel())
             raise
         return turn.result(response.stop_reason)
+
+    def _in_background(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _abort_turn(self, task: asyncio.Future) -> None:
         """After a timeout: cancel the turn, and kill a harness that does not stop in time."""

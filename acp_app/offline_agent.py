@@ -34,13 +34,13 @@ from typing import Any
 from acp import (
     PROTOCOL_VERSION,
     RequestError,
+    plan_entry,
     run_agent,
     start_tool_call,
     update_agent_message_text,
     update_plan,
     update_tool_call,
     update_user_message_text,
-    plan_entry,
 )
 from acp.schema import (
     AgentCapabilities,
