@@ -152,7 +152,11 @@ def drf_exception_handler(exc: Exception, context: dict[str, Any]):
         status = exc.status_code
         if isinstance(exc, (drf_exceptions.NotAuthenticated, drf_exceptions.AuthenticationFailed)):
             status = 401
-        return Response({"error": {"code": code, "message": message, "details": details}}, status=status)
+        response = Response({"error": {"code": code, "message": message, "details": details}}, status=status)
+        # A 401 must name its scheme (RFC 9110 §11.6.1), as DRF's own handler does.
+        if getattr(exc, "auth_header", None):
+            response["WWW-Authenticate"] = exc.auth_header
+        return response
     return None
 
 
