@@ -8,6 +8,10 @@ permissions and crashes of the ACP runtime are testable with real processes:
 - every session is a JSON file ``<OFFLINE_ACP_STATE_DIR>/<sessionId>.json`` (written after
   each prompt), so ``session/load`` in a new process resumes its memory (the history is
   replayed as ``session/update`` notifications); an unknown id → "Resource not found";
+- with ``OFFLINE_ACP_REPLY=provider`` the reply comes from the project's scripted offline
+  model (``sessions_app.providers.offline``, Django set up from ``DJANGO_SETTINGS_MODULE``,
+  default ``openclaw_site.settings``) given the whole conversation; the echo is the
+  fallback when that provider cannot be loaded;
 - markers in the prompt text drive the test behaviours:
   ``needs-permission`` (an ``edit`` tool call; ``needs-permission:read`` a ``read`` one)
   asks ``session/request_permission`` and reports ``permission: allowed|denied``;
@@ -93,11 +97,56 @@ def echo_reply(prompts: list[str], text: str) -> str:
     return f"echo #{len(prompts) + 1}: {text} (remembered: {remembered})"
 
 
+class EchoReplier:
+    """The built-in deterministic reply (:func:`echo_reply`)."""
+
+    async def __call__(self, session: dict[str, Any], text: str) -> str:
+        return echo_reply(session["prompts"], text)
+
+
+class ProviderReplier:
+    """The project's scripted offline model, given the conversation as chat messages."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "openclaw_site.settings")
+        import django
+
+        django.setup()
+        from sessions_app.providers import ModelRequest, TextDelta
+        from sessions_app.providers.offline import OfflineProvider
+
+        self._provider, self._request, self._delta = OfflineProvider(), ModelRequest, TextDelta
+
+    async def __call__(self, session: dict[str, Any], text: str) -> str:
+        messages = [{"role": "system", "content": "You are an ACP coding agent."}]
+        for prompt, reply in zip(session["prompts"], session["replies"]):
+            messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}]
+        messages.append({"role": "user", "content": text})
+        request = self._request(model="scripted", messages=messages)
+        parts = [item.text async for item in self._provider.stream(request) if isinstance(item, self._delta)]
+        return "".join(parts)
+
+
+Replier = EchoReplier | ProviderReplier
+
+
+def make_replier() -> Replier:
+    """``ProviderReplier`` when ``OFFLINE_ACP_REPLY=provider`` and it loads, else the echo."""
+    if os.environ.get("OFFLINE_ACP_REPLY") != "provider":
+        return EchoReplier()
+    try:
+        return ProviderReplier()
+    except Exception as exc:  # the provider is optional: never fail the agent over it
+        sys.stderr.write(f"offline acp agent: scripted provider unavailable ({exc!r}); echoing\n")
+        return EchoReplier()
+
+
 class OfflineAgent:
     """The agent side of ACP (see the module docstring)."""
 
-    def __init__(self, store: SessionStore) -> None:
+    def __init__(self, store: SessionStore, replier: Replier | None = None) -> None:
         self.store = store
+        self.replier = replier or EchoReplier()
         self.sessions: dict[str, dict[str, Any]] = {}
         self.cancels: dict[str, asyncio.Event] = {}
         self.conn: Any = None
@@ -140,7 +189,7 @@ class OfflineAgent:
             self.cancels.pop(session_id, None)
         if extras is None:
             return PromptResponse(stop_reason="cancelled")
-        reply = " ".join([echo_reply(session["prompts"], text), *extras])
+        reply = " ".join([await self.replier(session, text), *extras])
         await self._say(session_id, reply)
         session["prompts"].append(text)
         session["replies"].append(reply)
@@ -225,7 +274,7 @@ def _flood_stderr(size: int) -> None:
 
 def main() -> None:
     started = time.monotonic()
-    agent = OfflineAgent(SessionStore(state_dir()))
+    agent = OfflineAgent(SessionStore(state_dir()), make_replier())
     try:
         asyncio.run(run_agent(agent))
     except KeyboardInterrupt:

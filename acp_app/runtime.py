@@ -70,14 +70,22 @@ def _acp_config() -> dict:
     return get_config().acp or {}
 
 
+_OFFLINE_PASSED_ENV = (
+    "OFFLINE_ACP_REPLY", "OPENCLAW_OFFLINE_RULES", "OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH",
+    "DJANGO_SETTINGS_MODULE",
+)  # fmt: skip
+
+
 def offline_agent_spec() -> HarnessSpec:
     """The bundled offline agent (``python -m acp_app.offline_agent``) with the project on
-    its path and its state under ``OFFLINE_ACP_STATE_DIR`` (default
-    ``<OPENCLAW_STATE_DIR>/offline-acp``)."""
+    its path, its state under ``OFFLINE_ACP_STATE_DIR`` (default
+    ``<OPENCLAW_STATE_DIR>/offline-acp``) and the gateway's settings for its
+    ``OFFLINE_ACP_REPLY=provider`` mode."""
     from django.conf import settings
 
     state_dir = os.environ.get("OFFLINE_ACP_STATE_DIR") or str(settings.OPENCLAW_STATE_DIR / "offline-acp")
-    env = {"PYTHONPATH": str(settings.BASE_DIR), "OFFLINE_ACP_STATE_DIR": state_dir}
+    env = {name: os.environ[name] for name in _OFFLINE_PASSED_ENV if name in os.environ}
+    env.update(PYTHONPATH=str(settings.BASE_DIR), OFFLINE_ACP_STATE_DIR=state_dir)
     return HarnessSpec(command=sys.executable, args=("-m", "acp_app.offline_agent"), env=env)
 
 

@@ -395,3 +395,14 @@ def test_idle_ttl_comes_from_acp_runtime_ttl_minutes(gateway_config):
     assert AcpRuntime().idle_ttl == 300
     gateway_config({"acp": {"runtime": {"ttlMinutes": 0}}})
     assert AcpRuntime().idle_ttl is None
+
+
+async def test_offline_agent_can_reply_with_the_scripted_model(runtime, workspace, monkeypatch, tmp_path):
+    pytest.importorskip("sessions_app.providers.offline")
+    rules = tmp_path / "rules.json"
+    rules.write_text('[{"match": "ping", "reply": "pong from the scripted model"}]')
+    monkeypatch.setenv("OFFLINE_ACP_REPLY", "provider")
+    monkeypatch.setenv("OPENCLAW_OFFLINE_RULES", str(rules))
+    handle = await ensure(runtime, workspace)
+    assert (await prompt(handle, "ping")).text == "pong from the scripted model"
+    assert handle.stderr_tail().count("unavailable") == 0
