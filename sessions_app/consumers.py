@@ -22,7 +22,7 @@ from openclaw_site.errors import GatewayError, InvalidRequestError, UnavailableE
 
 from . import protocol
 from .events import BROADCAST_GROUP, now_ms
-from .rpc import RpcContext, dispatch, method_names
+from .rpc import RpcContext, dispatch, method_names, set_interim_responder
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.event_seq = 0
         self.groups_joined: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.session_seqs: dict[str, dict[int, None]] = {}  # sessionKey -> recently sent sessionSeqs
+        self.replaying: dict[str, list[dict[str, Any]]] = {}  # sessionKey -> live events held back
         await self.accept()
         await self._send_json({"type": "event", "event": "connect.challenge",
                                "payload": {"nonce": self.nonce, "ts": self.challenge_ts, "capabilities": []}})  # fmt: skip
@@ -107,7 +109,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
         self.ctx = RpcContext(
             conn_id=self.conn_id, role=role, scopes=frozenset(scopes), client=params["client"],
             user_id=getattr(user, "pk", None), subscribe=self._join, unsubscribe=self._leave,
-            send_event=self._send_event,
+            send_event=self._send_event, replay_session=self._replay_session,
         )  # fmt: skip
         return await database_sync_to_async(protocol.hello_ok)(
             conn_id=self.conn_id, auth_method=auth_method, role=role, scopes=scopes, methods=method_names()
@@ -120,6 +122,7 @@ class GatewayConsumer(AsyncWebsocketConsumer):
             await self._send_json(protocol.error_response(frame_id, InvalidRequestError(
                 "invalid request frame: " + "; ".join(errors or ["malformed"]))))  # fmt: skip
             return
+        set_interim_responder(lambda payload: self._send_json(protocol.response(frame_id, payload)))
         try:
             payload = await dispatch(self.ctx, frame["method"], frame.get("params"))
         except GatewayError as error:
@@ -138,7 +141,37 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     # --- group-event relays ------------------------------------------------------------
 
     async def gateway_event(self, message: dict[str, Any]) -> None:
-        await self._send_event(message["event"], message.get("payload") or {})
+        payload = message.get("payload") or {}
+        key, seq = payload.get("sessionKey"), message.get("sessionSeq")
+        if key in self.replaying and seq is not None:
+            self.replaying[key].append(message)
+            return
+        await self._send_session_event(message["event"], payload, key, seq)
+
+    async def _send_session_event(self, event: str, payload: dict[str, Any], key: str | None, seq: int | None) -> None:
+        """Send an event; a session event (sessionKey + sessionSeq) goes out once per seq."""
+        if key is not None and seq is not None:
+            sent = self.session_seqs.setdefault(key, {})
+            if seq in sent:
+                return
+            sent[seq] = None
+            if len(sent) > 2000:
+                del sent[next(iter(sent))]
+        await self._send_event(event, payload)
+
+    async def _replay_session(self, key: str, group: str, load_events) -> int:
+        """Join ``group`` and send the stored events, holding live ones back meanwhile."""
+        self.replaying.setdefault(key, [])
+        try:
+            await self._join(group)
+            stored = await load_events()
+            for row in stored:
+                await self._send_session_event(row["event"], row["payload"], key, row["seq"])
+        finally:
+            held = self.replaying.pop(key, [])
+        for message in sorted(held, key=lambda m: m["sessionSeq"]):
+            await self._send_session_event(message["event"], message.get("payload") or {}, key, message["sessionSeq"])
+        return len(stored)
 
     async def gateway_close(self, message: dict[str, Any]) -> None:
         await self._send_event("shutdown", {"reason": message.get("reason", "shutdown")})

@@ -10,6 +10,7 @@ connection, an async one on the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -40,6 +41,9 @@ class RpcContext:
     subscribe: Callable[[str], Awaitable[None]] | None = None
     unsubscribe: Callable[[str], Awaitable[None]] | None = None
     send_event: Callable[[str, dict[str, Any]], Awaitable[None]] | None = None
+    # replay_session(session_key, group, load_events) joins the session's group and sends
+    # the stored events load_events() returns, then live ones, each sessionSeq once.
+    replay_session: Callable[[str, str, Callable[[], Awaitable[list[dict[str, Any]]]]], Awaitable[int]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def has_scope(self, scope: str) -> bool:
@@ -63,6 +67,24 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_interim_responder: contextvars.ContextVar[Callable[[Any], Awaitable[None]] | None] = contextvars.ContextVar(
+    "rpc_interim_responder", default=None
+)
+
+
+def set_interim_responder(send: Callable[[Any], Awaitable[None]] | None) -> None:
+    """Set (per request task) how an extra response with the request's id is sent."""
+    _interim_responder.set(send)
+
+
+async def respond_interim(payload: Any) -> bool:
+    """Send a first ``res`` frame before the final one (``agent``'s accepted ack);
+    False where the transport has no such thing (REST, management commands)."""
+    send = _interim_responder.get()
+    if send is None:
+        return False
+    await send(payload)
+    return True
 
 
 def rpc_method(name: str, *, scope: str = READ, schema: dict[str, Any] | None = None):
@@ -128,5 +150,7 @@ __all__ = [
     "dispatch",
     "get_method",
     "method_names",
+    "respond_interim",
     "rpc_method",
+    "set_interim_responder",
 ]

@@ -1,30 +1,75 @@
-"""Run the gateway: the ASGI server (daphne) for HTTP and WebSocket.
+"""Run the gateway: daphne (HTTP + WebSocket), the run engine and the django-q2 cluster.
 
-The run engine and the django-q2 cluster join this command in the run-engine issue.
+``--role all`` (default) runs the three together: the engine as a task on daphne's
+asyncio loop (the in-memory channel layer only reaches within one process) and the
+django-q2 cluster as a child process. ``--role web|engine|worker`` (or a comma list such
+as ``web,engine``) runs a part, for scale-out. Ctrl-C/SIGTERM stops everything within a
+few seconds: running turns go back to the queue, a hanging cluster is killed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 logger = logging.getLogger(__name__)
+ROLES = ("web", "engine", "worker")
+WORKER_STOP_S = 3.0
+ENGINE_STOP_S = 3.0
+
+
+def parse_roles(value: str) -> set[str]:
+    roles = {part.strip().lower() for part in value.split(",") if part.strip()}
+    if "all" in roles:
+        return set(ROLES)
+    unknown = roles - set(ROLES)
+    if unknown or not roles:
+        raise CommandError(f"unknown --role {value!r}: use all, web, engine, worker or a comma list of them")
+    return roles
 
 
 class Command(BaseCommand):
-    help = "Start the gateway (HTTP + WebSocket on one port)."
+    help = "Start the gateway (HTTP + WebSocket on one port, the run engine, the django-q2 cluster)."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=18789)
+        parser.add_argument("--role", default="all", help="all (default), web, engine, worker, or e.g. web,engine")
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, role: str, **options):
+        roles = parse_roles(role)
+        worker = start_worker() if "worker" in roles else None
+        try:
+            if "web" in roles:
+                self._serve(host, port, engine="engine" in roles)
+            elif "engine" in roles:
+                self.stdout.write("run engine started (no web server)")
+                from sessions_app.engine import run_engine_forever
+
+                run_engine_forever()
+            else:
+                wait_for_signal(worker)
+        finally:
+            if worker is not None:
+                stop_worker(worker)
+
+    def _serve(self, host: str, port: int, *, engine: bool) -> None:
         from daphne.endpoints import build_endpoint_description_strings
-        from daphne.server import Server
+        from daphne.server import Server  # installs the asyncio reactor
 
         from openclaw_site.asgi import application
 
+        if engine:
+            attach_engine()
         self.stdout.write(f"gateway listening on http://{host}:{port}/ (WebSocket ws://{host}:{port}/ws)")
         Server(
             application=application,
@@ -33,3 +78,58 @@ class Command(BaseCommand):
             websocket_connect_timeout=20,
             signal_handlers=True,
         ).run()
+
+
+def attach_engine() -> None:
+    """Run the engine on the reactor's asyncio loop; stop it (bounded) before shutdown."""
+    from twisted.internet import defer, reactor
+
+    from sessions_app.engine import Engine
+
+    engine = Engine()
+
+    def start() -> None:
+        asyncio.get_event_loop().create_task(engine.run())
+
+    def stop():
+        future = asyncio.ensure_future(asyncio.wait_for(engine.stop(timeout=ENGINE_STOP_S), ENGINE_STOP_S + 1))
+        return defer.Deferred.fromFuture(future).addErrback(lambda failure: None)
+
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+
+
+def start_worker() -> subprocess.Popen:
+    """The django-q2 cluster (``manage.py qcluster``) as a child in its own process group."""
+    manage = Path(settings.BASE_DIR) / "manage.py"
+    return subprocess.Popen([sys.executable, str(manage), "qcluster"], start_new_session=True)
+
+
+def stop_worker(process: subprocess.Popen) -> None:
+    """SIGTERM the cluster; SIGKILL its group if it is still there after a few seconds."""
+    if process.poll() is not None:
+        return
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=WORKER_STOP_S)
+    except subprocess.TimeoutExpired:
+        logger.warning("django-q2 cluster did not stop in %ss; killing it", WORKER_STOP_S)
+        _signal_group(process, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_for_signal(worker: subprocess.Popen | None) -> None:
+    """Block until SIGINT/SIGTERM (or the worker exits)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if worker is not None and worker.poll() is not None:
+            return

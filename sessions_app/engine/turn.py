@@ -1,0 +1,226 @@
+"""One agent turn, as a coroutine.
+
+``lifecycle start`` → input recorded → model steps (each preceded by the inbox drain,
+streamed as throttled ``chat`` deltas, tool calls of a step run concurrently with
+every result recorded and published the moment it completes) → a terminal state with
+``chat`` final|aborted|error and ``lifecycle end|error``. Bounded by the run's timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from openclaw_site.errors import GatewayError
+
+from ..models import Run
+from ..providers import ModelRequest, ProviderError, Stop, TextDelta, ToolCall, Usage, get_provider, resolve_session_model
+from ..services import run_events
+from ..tools import ToolContext, invoke_tool, tools_for
+from . import store
+
+if TYPE_CHECKING:
+    from .loop import Engine
+
+logger = logging.getLogger(__name__)
+db = sync_to_async
+DELTA_INTERVAL_S = 0.1
+
+
+class Turn:
+    def __init__(self, engine: Engine, run_pk: int) -> None:
+        self.engine = engine
+        self.run_pk = run_pk
+        self.chat_seq = 0
+        self.agent_seq = 0
+        self.partial = ""
+        self.final_text = ""
+        self.stop_reason = "stop"
+        self.usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
+
+    # --- the run ---------------------------------------------------------------------
+
+    async def execute(self) -> None:
+        self.state = await db(store.turn_begin)(run_pk=self.run_pk)
+        run = self.state.run
+        if self.state.session is None:
+            await self._finish(Run.Status.ERROR, error={"code": "NO_SESSION", "message": "a run needs a session"})
+            return
+        try:
+            self.provider_name, self.model = await db(_resolve_model)(self.state.session)
+        except Exception as exc:  # an unknown model is the run's error, not the engine's
+            await self._finish(Run.Status.ERROR, error={"code": "MODEL_UNAVAILABLE", "message": str(exc)})
+            return
+        status, error = await self._guarded(run)
+        await self._finish(status, error=error)
+
+    async def _guarded(self, run: Run) -> tuple[str, dict | None]:
+        timeout = run.timeout_s or _agent_timeout(run.agent_id)
+        try:
+            async with asyncio.timeout(timeout):
+                await self._start()
+                await self._steps()
+            return Run.Status.OK, None
+        except TimeoutError:
+            self.stop_reason = "timeout"
+            return Run.Status.TIMEOUT, {"code": "AGENT_TIMEOUT", "message": f"run timed out after {timeout}s"}
+        except asyncio.CancelledError:
+            reason = self.engine.cancel_reason(self.run_pk)
+            if reason != "abort":
+                await self._let_go(reason)
+                raise
+            self.stop_reason = "aborted"
+            return Run.Status.ABORTED, {"code": "ABORTED", "message": "aborted"}
+        except ProviderError as exc:
+            self.stop_reason = "error"
+            return Run.Status.ERROR, {"code": "MODEL_ERROR", "message": str(exc)}
+        except Exception as exc:
+            logger.exception("run %s failed", run.run_id)
+            self.stop_reason = "error"
+            return Run.Status.ERROR, {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
+
+    async def _start(self) -> None:
+        session = self.state.session
+        await self._agent("lifecycle", {"phase": "start", "startedAt": _ms_now()})
+        await db(run_events.publish_sessions_changed)(session=session, phase="start", run=self.state.run)
+        await db(store.record_inputs)(state=self.state)
+
+    async def _steps(self) -> None:
+        for step in range(settings_max_steps()):
+            if step:
+                await db(store.prepare_step)(state=self.state)
+            messages = await db(store.model_messages)(state=self.state)
+            text, calls, stop = await self._model_step(messages)
+            if not calls:
+                self.final_text, self.stop_reason = text, stop
+                return
+            await asyncio.gather(*(self._tool(call) for call in calls))
+        self.stop_reason = "max_steps"
+
+    async def _finish(self, status: str, *, error: dict | None = None) -> None:
+        text = self.final_text if status == Run.Status.OK else self.partial
+        if status != Run.Status.OK and self.partial and self.state.session is not None:
+            await db(store.record_assistant)(state=self.state, text=self.partial, calls=[], usage={},
+                                             stop_reason=self.stop_reason, provider="", model="")  # fmt: skip
+        run = await db(store.finish_run)(
+            run_pk=self.run_pk, owner=self.engine.owner, status=status, text=text, stop_reason=self.stop_reason,
+            usage=self.usage, error=error, seqs=(self.chat_seq + 1, self.agent_seq + 1),
+        )  # fmt: skip
+        if run is not None:
+            await sync_to_async(_run_hooks, thread_sensitive=False)(run)
+
+    async def _let_go(self, reason: str) -> None:
+        if reason == "shutdown":
+            await db(store.release_for_shutdown)(run_pk=self.run_pk, owner=self.engine.owner)
+
+    # --- one model step --------------------------------------------------------------
+
+    async def _model_step(self, messages: list[dict[str, Any]]) -> tuple[str, list[ToolCall], str]:
+        await self._agent("lifecycle", {"phase": "model", "provider": self.provider_name, "model": self.model})
+        request = ModelRequest(model=self.model, messages=messages, tools=self._tool_specs())
+        text, calls, stop, usage = "", [], "stop", Usage()
+        published, last = 0, 0.0
+        self.partial = ""
+        async for item in get_provider(self.provider_name).stream(request):
+            if isinstance(item, TextDelta):
+                text += item.text
+                self.partial = text
+                if time.monotonic() - last >= DELTA_INTERVAL_S:
+                    await self._delta(text, published)
+                    published, last = len(text), time.monotonic()
+            elif isinstance(item, ToolCall):
+                calls.append(item)
+            elif isinstance(item, Usage):
+                usage = item
+            elif isinstance(item, Stop):
+                stop = item.reason
+        if len(text) > published:
+            await self._delta(text, published)
+        await self._record_step(text, calls, stop, usage)
+        return text, calls, stop
+
+    async def _record_step(self, text: str, calls: list[ToolCall], stop: str, usage: Usage) -> None:
+        step_usage = {"inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
+                      "totalTokens": usage.total_tokens}  # fmt: skip
+        for key, value in step_usage.items():
+            self.usage[key] += value
+        await self._agent("usage", step_usage)
+        call_blocks = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
+        await db(store.record_assistant)(state=self.state, text=text, calls=call_blocks, usage=step_usage,
+                                         stop_reason=stop, provider=self.provider_name, model=self.model)  # fmt: skip
+        self.partial = ""
+
+    def _tool_specs(self) -> list[dict[str, Any]]:
+        return [tool.openai_spec() for tool in tools_for(self._tool_context())]
+
+    def _tool_context(self, call_id: str | None = None) -> ToolContext:
+        run = self.state.run
+        return ToolContext(session_key=run.session_key, agent_id=run.agent_id, run_id=run.run_id, tool_call_id=call_id)
+
+    async def _tool(self, call: ToolCall) -> None:
+        """Run one tool call; its result is recorded and published as soon as it is done."""
+        args = {"phase": "start", "name": call.name, "toolCallId": call.id, "args": call.arguments}
+        await self._agent("tool", args)
+        try:
+            result, is_error = await invoke_tool(self._tool_context(call.id), call.name, call.arguments), False
+        except GatewayError as exc:
+            result, is_error = {"error": exc.message, "code": exc.detail_code}, True
+        except Exception as exc:  # a broken tool is the model's problem to read, not the run's end
+            logger.exception("tool %s failed in run %s", call.name, self.state.run.run_id)
+            result, is_error = {"error": f"{type(exc).__name__}: {exc}"}, True
+        block = {"id": call.id, "name": call.name}
+        await db(store.record_tool_result)(state=self.state, call=block, result_text=json.dumps(result, default=str),
+                                           is_error=is_error)  # fmt: skip
+        await self._agent("tool", {"phase": "result", "name": call.name, "toolCallId": call.id,
+                                   "result": result, "isError": is_error})  # fmt: skip
+
+    # --- events ----------------------------------------------------------------------
+
+    async def _delta(self, text: str, published: int) -> None:
+        await self._agent("assistant", {"text": text, "delta": text[published:]})
+        self.chat_seq += 1
+        await db(run_events.publish_chat)(session=self.state.session, run_id=self.state.run.run_id, seq=self.chat_seq,
+                                          state="delta", message=run_events.assistant_message(text),
+                                          deltaText=text[published:])  # fmt: skip
+
+    async def _agent(self, stream: str, data: dict[str, Any]) -> None:
+        self.agent_seq += 1
+        await db(run_events.publish_agent)(session=self.state.session, run_id=self.state.run.run_id,
+                                           seq=self.agent_seq, stream=stream, data=data)  # fmt: skip
+
+
+def _resolve_model(session) -> tuple[str, str]:
+    return resolve_session_model(agent_id=session.agent_id, provider_override=session.provider_override,
+                                 model_override=session.model_override)  # fmt: skip
+
+
+def _agent_timeout(agent_id: str) -> int:
+    from openclaw_site.config import get_config
+
+    cfg = get_config()
+    agent = cfg.agent(agent_id) or cfg.agent(cfg.default_agent_id())
+    return agent.timeout_seconds if agent else 600
+
+
+def settings_max_steps() -> int:
+    return int(getattr(settings, "OPENCLAW_ENGINE_MAX_STEPS", 24))
+
+
+def _run_hooks(run: Run) -> None:
+    from ..services.run_hooks import run_finished
+
+    try:
+        run_finished(run)
+    finally:
+        connection.close()
+
+
+def _ms_now() -> int:
+    return int(time.time() * 1000)
