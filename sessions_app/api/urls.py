@@ -2,7 +2,7 @@
 so they use the ``path`` converter; the suffixed routes come first, so that
 ``sessions/<key>/reset`` is never read as a key ending in ``/reset``."""
 
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import views
@@ -17,5 +17,6 @@ urlpatterns = [
     path("sessions/<path:key>/reset", views.SessionResetApi.as_view(), name="api-session-reset"),
     path("sessions/<path:key>/transcript", views.TranscriptGetApi.as_view(), name="api-session-transcript"),
     path("sessions/<path:key>/inject", views.TranscriptInjectApi.as_view(), name="api-session-inject"),
+    path("", include("sessions_app.api.subagents")),
     path("sessions/<path:key>", views.SessionDetailApi.as_view(), name="api-session"),
 ]
