@@ -12,6 +12,9 @@ from channels.sessions import CookieMiddleware, SessionMiddleware  # noqa: E402
 from channels.auth import AuthMiddleware  # noqa: E402
 
 from sessions_app.routing import websocket_urlpatterns  # noqa: E402
+from openclaw_site import daphne_compat  # noqa: E402
+
+daphne_compat.install()  # protocol close codes (1008, 1002, 1009) reach the client
 
 application = ProtocolTypeRouter(
     {
