@@ -257,3 +257,9 @@ def test_admin_kill_action_kills_a_running_subagent(admin_client):
     admin_client.get(changelist(SubagentRun))  # shows (and so clears) the messages
     again = run_action(admin_client, SubagentRun, "kill_subagents", [row])
     assert [level for level, _ in reported(again)] == [messages.WARNING]
+
+
+def test_admin_index_and_every_changelist_render_empty(admin_client):
+    assert admin_client.get("/admin/").status_code == 200
+    for model in (Session, TranscriptEntry, Run, Delivery, SystemEvent, SubagentRun, SessionEvent):
+        assert admin_client.get(changelist(model)).status_code == 200, model
