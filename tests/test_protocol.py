@@ -284,6 +284,9 @@ async def test_session_create_list_resolve(ws_client):
     ):
         await expect_error(gw.call("sessions.resolve", params), "INVALID_REQUEST", message)
 
+    started = await gw.call("sessions.create", {"key": "kickoff", "message": "hello"})
+    assert started["runStarted"] is True and started["runId"] and started["key"] == "agent:main:kickoff"
+
 
 async def test_session_patch_reset_delete(ws_client):
     gw = ws_client

@@ -17,7 +17,7 @@ from ..events import SESSIONS_GROUP
 from ..exceptions import WebchatMutationError
 from ..serializers import session_row
 from ..services import sessions as services
-from . import ADMIN, READ, WRITE, RpcContext, call_sync, rpc_method
+from . import ADMIN, READ, WRITE, RpcContext, rpc_method
 
 KEY = s.string(min_length=1)
 NULLABLE_TEXT = s.string(min_length=1, nullable=True)
@@ -148,14 +148,14 @@ def sessions_create(ctx: RpcContext, params: dict) -> dict:
 
 
 def _first_turn(ctx: RpcContext, key: str, text: str) -> dict[str, Any]:
-    """Send the initial message through ``chat.send`` (whatever implements it)."""
+    """Send the initial message as ``chat.send`` does (its service; this handler is sync)."""
+    from ..services.chat import chat_send
+
     try:
-        sent = call_sync(ctx, "chat.send", {"sessionKey": key, "message": text, "idempotencyKey": str(uuid.uuid4())})
+        sent = chat_send(session_key=key, message=text, idempotency_key=str(uuid.uuid4()))
     except GatewayError as error:
         return {"runStarted": False, "runError": error.to_shape()}
-    sent = sent if isinstance(sent, dict) else {}
-    extra = {name: sent[name] for name in ("runId", "messageSeq") if sent.get(name) is not None}
-    return {"runStarted": True, **extra}
+    return {"runStarted": True, "runId": sent.run.run_id}
 
 
 PATCH_SCHEMA = s.obj(

@@ -432,4 +432,5 @@ def test_rpc_params_scopes_and_webchat():
         call_sync(webchat, "sessions.patch", {"key": "main", "label": "x"})
     control = RpcContext(client={"id": "openclaw-control-ui", "mode": "webchat"})
     assert call_sync(control, "sessions.patch", {"key": "main", "label": "x"})["entry"]["label"] == "x"
-    assert call_sync(admin, "sessions.create", {"message": "hi"})["runStarted"] in (True, False)
+    created = call_sync(admin, "sessions.create", {"message": "hi"})
+    assert created["runStarted"] is True and Run.objects.get(run_id=created["runId"]).session_key == created["key"]
