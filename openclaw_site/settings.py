@@ -169,6 +169,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = OPENCLAW_STATE_DIR / "static"
+try:  # WhiteNoise warns on every request when STATIC_ROOT is missing
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError:
+    pass
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
