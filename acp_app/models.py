@@ -40,6 +40,12 @@ class AcpSession(models.Model):
 
     class Meta:
         verbose_name = "ACP session"
+        # The delegate sweep reads expired workers only: idle ones by (state, last activity),
+        # old ones by delegation time; its cost follows the expired rows, not all sessions.
+        indexes = [
+            models.Index(fields=["state", "last_activity_at"], name="acp_state_activity_idx"),
+            models.Index(fields=["delegated_at"], name="acp_delegated_at_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.harness_agent} {self.session_id} ({self.state})"

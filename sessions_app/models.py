@@ -104,6 +104,12 @@ class Session(models.Model):
                 condition=Q(label__isnull=False),
                 name="session_label_unique_per_agent_scope",
             ),
+            # A hub-delegated worker's label is unique per owner across every harness agent.
+            models.UniqueConstraint(
+                fields=["label_scope", "label"],
+                condition=Q(label__isnull=False) & ~Q(label_scope=""),
+                name="session_delegate_label_unique_per_owner",
+            ),
         ]
 
     def __str__(self) -> str:
