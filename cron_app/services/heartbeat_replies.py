@@ -49,7 +49,7 @@ def strip_heartbeat_token(raw: str | None, *, max_ack_chars: int = 300) -> Heart
     rest = _MARKUP.sub("", text).replace("&nbsp;", " ").strip()
     stripped = False
     while True:
-        shorter = _TRAILING.sub("", _LEADING.sub("", rest, count=1), count=1).strip()
+        shorter = _LEADING.sub("", _TRAILING.sub("", rest, count=1), count=1).strip()
         if shorter == rest:
             break
         rest, stripped = shorter, True
