@@ -269,7 +269,7 @@ def _archive_transcripts(session: Session) -> list[str]:
     folder = Path(settings.OPENCLAW_STATE_DIR) / "agents" / session.agent_id / "sessions"
     paths = []
     entries = TranscriptEntry.objects.filter(session=session).order_by("seq")
-    for transcript_id in entries.values_list("transcript_id", flat=True).distinct():
+    for transcript_id in dict.fromkeys(entries.values_list("transcript_id", flat=True)):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{transcript_id}.jsonl.deleted.{now_ms()}"
         header = {"type": "session", "version": 1, "id": transcript_id, "key": session.key}

@@ -228,12 +228,17 @@ def test_session_delete_refuses_main_and_archives(settings, tmp_path):
         with pytest.raises(exc.MainSessionDeleteError, match=re.escape("Cannot delete the main session (agent:main:main).")):
             services.session_delete(key=alias)
     other = make("scratch")
+    say(other, "old one")
+    say(other, "old two")
+    other = services.session_reset(key="scratch")
     say(other, "keep me")
     result = services.session_delete(key="scratch")
     assert result["deleted"] is True and result["key"] == "agent:main:scratch"
     assert not Session.objects.filter(key="agent:main:scratch").exists()
-    lines = [json.loads(line) for line in Path(result["archived"][0]).read_text().splitlines()]
-    assert lines[0]["type"] == "session" and lines[1]["message"]["content"][0]["text"] == "keep me"
+    assert len(result["archived"]) == 2  # one file per transcript (before and after the reset)
+    lines = [json.loads(line) for line in Path(result["archived"][1]).read_text().splitlines()]
+    assert lines[0] == {"type": "session", "version": 1, "id": other.session_id, "key": "agent:main:scratch"}
+    assert [line["message"]["content"][0]["text"] for line in lines[1:]] == ["keep me"]
     assert services.session_delete(key="scratch") == {"ok": True, "key": "agent:main:scratch", "deleted": False, "archived": []}
 
 
