@@ -239,7 +239,7 @@ async def test_core_methods(ws_client):
     assert health["defaultAgentId"] == "main" and health["sessions"]["count"] >= 1
     assert health["agents"][0]["agentId"] == "main" and health["heartbeatSeconds"] == 1800
     status = await ws_client.call("status", {})
-    assert status["sessions"]["count"] == 1 and status["sessions"]["recent"][0]["key"] == "agent:main:main"
+    assert status["sessions"]["count"] >= 1 and status["sessions"]["recent"][0]["key"] == "agent:main:main"
     assert status["heartbeat"]["defaultAgentId"] == "main"
     agents = await ws_client.call("agents.list", {})
     assert agents["defaultId"] == "main" and agents["mainKey"] == "main" and agents["scope"] == "per-sender"
