@@ -284,6 +284,8 @@ def chat_history(
         "sessionKey": canonical, "sessionId": session.session_id, "messages": messages,
         "thinkingLevel": (session.settings or {}).get("thinkingLevel"), "totalMessages": total,
         "hasMore": more, "nextOffset": offset + len(page) if more else None,
+        # Read before the messages: a client resumes with afterSeq=sessionSeq and loses nothing.
+        "sessionSeq": session.event_seq,
     }  # fmt: skip
 
 
