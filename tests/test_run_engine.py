@@ -516,7 +516,7 @@ async def test_agent_answers_accepted_then_final(start):
         for params, message in [
             ({"agentId": "ghost"}, 'unknown agent id "ghost"'),
             ({"agentId": "main", "sessionKey": "agent:other:main"}, 'unknown agent id "other"'),
-            ({"sessionKey": "agent::x"}, "malformed session key: agent::x"),
+            ({"sessionKey": "agent::x"}, 'invalid agent params: malformed session key "agent::x"'),
         ]:
             with pytest.raises(GatewayCallError) as bad:
                 await client.call("agent", {"message": "m", "idempotencyKey": str(uuid.uuid4()), **params})
@@ -568,3 +568,29 @@ def test_gateway_all_roles_stop_within_a_few_seconds(gateway_factory):
     for pid in children:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+async def test_sessions_send_steer_and_abort(start):
+    """sessions.send needs an existing session; sessions.steer interrupts; sessions.abort stops."""
+    gateway = start()
+    client = await connect(gateway)
+    try:
+        with pytest.raises(GatewayCallError) as missing:
+            await client.call("sessions.send", {"key": "agent:main:nobody", "message": "hi"})
+        assert missing.value.message == "session not found: agent:main:nobody"
+        await send(client, "hello", "v0")
+        await client.wait_event("chat", final_of("v0"))
+        sent = await client.call("sessions.send", {"key": "main", "message": "slow first", "idempotencyKey": "v1"})
+        assert sent == {"runId": "v1", "status": "started", "key": MAIN}
+        await client.wait_event("agent", started("v1"))
+        steer = await client.call("sessions.steer", {"key": "main", "message": "instead", "idempotencyKey": "v2"})
+        assert steer["interruptedActiveRun"] is True
+        assert (await client.wait_event("chat", final_of("v1")))["payload"]["state"] == "aborted"
+        await client.wait_event("chat", final_of("v2"))
+        await client.call("sessions.send", {"key": "main", "message": "slow first", "idempotencyKey": "v3"})
+        await client.wait_event("agent", started("v3"))
+        assert await client.call("sessions.abort", {"key": "main"}) == {"ok": True, "abortedRunId": "v3", "status": "aborted"}
+        await client.wait_event("chat", final_of("v3"))
+        assert await client.call("sessions.abort", {"key": "main"}) == {"ok": True, "abortedRunId": None, "status": "no-active-run"}
+    finally:
+        await client.close()

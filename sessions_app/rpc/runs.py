@@ -65,21 +65,20 @@ def _unknown_agent(agent_id: str) -> InvalidRequestError:
     return InvalidRequestError(f'unknown agent id "{agent_id}"', details={"code": "UNKNOWN_AGENT_ID"})
 
 
-def canonical_key(raw: str) -> tuple[str, str]:
-    """``(canonical key, agent id)`` of a client key (spec-a §1.3, §3.3)."""
-    from ..keys import classify_session_key_shape, parse_agent_session_key, resolve_session_store_key
+def canonical_key(raw: str, method: str = "chat.send") -> tuple[str, str]:
+    """``(canonical key, agent id)`` of a client key (spec-a §1.3, §3.3); the key's agent
+    must be configured."""
+    from ..keys import parse_agent_session_key
+    from ..selectors import canonical_key as store_key
 
     cfg = _config()
-    if classify_session_key_shape(raw) == "malformed_agent":
-        raise InvalidRequestError(f"malformed session key: {raw}", details={"code": "INVALID_SESSION_KEY"})
-    key = resolve_session_store_key(cfg=cfg, session_key=raw)
+    key = store_key(raw, method=method)
     if not key:
         raise InvalidRequestError("sessionKey is required")
     parsed = parse_agent_session_key(key)
-    agent_id = cfg.agent(parsed.agent_id).id if parsed and cfg.has_agent(parsed.agent_id) else None
-    if parsed and agent_id is None:
+    if parsed and not cfg.has_agent(parsed.agent_id):
         raise _unknown_agent(parsed.agent_id)
-    return key, agent_id or cfg.default_agent_id()
+    return key, cfg.agent(parsed.agent_id).id if parsed else cfg.default_agent_id()
 
 
 def agent_target(*, agent_id: str | None, session_key: str | None) -> tuple[str, str]:
@@ -90,9 +89,10 @@ def agent_target(*, agent_id: str | None, session_key: str | None) -> tuple[str,
         raise _unknown_agent(agent_id)
     wanted = cfg.agent(agent_id).id if agent_id is not None else None
     if session_key and session_key.strip():
-        key, key_agent = canonical_key(session_key)
+        key, key_agent = canonical_key(session_key, "agent")
         if wanted is not None and key != "global" and key_agent != wanted:
-            raise InvalidRequestError(f'agent "{wanted}" does not match session key agent "{key_agent}"')
+            raise InvalidRequestError(f'agent "{wanted}" does not match session key agent "{key_agent}"',
+                                      details={"code": "AGENT_MISMATCH", "key": key, "agentId": wanted})
         return key, wanted or key_agent
     if wanted is not None:
         return cfg.agent_main_session_key(wanted), wanted
@@ -201,9 +201,11 @@ async def _join(ctx: RpcContext, key: str) -> None:
 
 
 def _session_or_error(key: str) -> Session:
+    from ..exceptions import SessionNotFoundError
+
     session = Session.objects.filter(key=key).first()
     if session is None:
-        raise InvalidRequestError(f"session not found: {key}", details={"code": "SESSION_NOT_FOUND"})
+        raise SessionNotFoundError(key, f"session not found: {key}")
     return session
 
 
@@ -211,7 +213,7 @@ def _session_or_error(key: str) -> Session:
     {"sessionKey": s.string(min_length=1), "runId": s.string(min_length=1)}, required=("sessionKey",)))
 def chat_abort(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
     """Abort ``runId`` or, without it, the session's queued then running turns."""
-    key, _ = canonical_key(params["sessionKey"])
+    key, _ = canonical_key(params["sessionKey"], "chat.abort")
     run_id = params.get("runId")
     if run_id:
         run = Run.objects.filter(run_id=run_id).first()
@@ -223,7 +225,7 @@ def chat_abort(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _sessions_send(ctx: RpcContext, params: dict[str, Any], *, queue_mode: str | None) -> tuple[dict, SendResult]:
-    key, agent_id = await sync_to_async(canonical_key)(params["key"])
+    key, agent_id = await sync_to_async(canonical_key)(params["key"], "sessions.send")
     await database_sync_to_async(_session_or_error)(key)
     await _join(ctx, key)
     result = await database_sync_to_async(chat_send)(
@@ -263,7 +265,7 @@ def sessions_abort(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("runId"):
         runs = runs.filter(run_id=params["runId"])
     if params.get("key"):
-        key, _ = canonical_key(params["key"])
+        key, _ = canonical_key(params["key"], "sessions.abort")
         runs = runs.filter(session_key=key)
         if not params.get("runId"):
             runs = runs.filter(status=Run.Status.RUNNING)
@@ -277,7 +279,7 @@ def sessions_abort(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
     {"key": s.string(min_length=1), "afterSeq": s.integer(minimum=0)}, required=("key",)))
 async def sessions_messages_subscribe(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
     """Receive the session's events; with ``afterSeq`` first those stored after it, in order."""
-    key, _ = await sync_to_async(canonical_key)(params["key"])
+    key, _ = await sync_to_async(canonical_key)(params["key"], "sessions.messages.subscribe")
     after = params.get("afterSeq")
     if after is None or ctx.replay_session is None:
         await _join(ctx, key)
@@ -310,6 +312,6 @@ async def tools_invoke(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any
     """Run an agent tool as the session's agent would (no run) → ``{ok, tool, result}``."""
     from ..tools import ToolContext, invoke_tool
 
-    key, agent_id = await sync_to_async(canonical_key)(params["sessionKey"])
+    key, agent_id = await sync_to_async(canonical_key)(params["sessionKey"], "tools.invoke")
     result = await invoke_tool(ToolContext(session_key=key, agent_id=agent_id), params["tool"], params.get("args") or {})
     return {"ok": True, "tool": params["tool"], "result": result}
