@@ -53,3 +53,11 @@ class AcpSession(models.Model):
     @property
     def is_delegated(self) -> bool:
         return bool(self.owner_session_key)
+
+
+class Delegate(AcpSession):
+    """The admin's Delegates page: hub-delegated workers (open ones unless filtered)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "delegate"
