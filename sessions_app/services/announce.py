@@ -31,6 +31,7 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from cron_app.maintenance import maintenance_sweep
 from openclaw_site.errors import GatewayError
 
 from .. import keys
@@ -440,6 +441,12 @@ def subagent_sweep(*, now: datetime | None = None) -> dict[str, int]:
         counts[subagent_announce(run_id=row.run_id, now=now)] += 1
     counts["undelivered"] = _notify_failed_deliveries()
     return counts
+
+
+@maintenance_sweep("subagents.announce")
+def _maintenance(now: datetime) -> int:
+    counts = subagent_sweep(now=now)
+    return counts["announced"] + counts["woken"] + counts["failed"] + counts["undelivered"]
 
 
 def _notify_failed_deliveries() -> int:

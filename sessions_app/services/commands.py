@@ -3,7 +3,9 @@
 ``/new`` and ``/reset`` (rotate the transcript, then run the remainder if any),
 ``/stop`` (also a bare ``stop``/``esc``/``abort``/``wait``/``exit``/``interrupt``: abort
 the running turn and the queued followups), ``/queue <mode> [debounce:1s cap:N
-drop:old|new|summarize]`` (``/queue default|reset`` clears), ``/status``. The reply is
+drop:old|new|summarize]`` (``/queue default|reset`` clears), ``/status``, ``/subagents
+list|kill|steer|info`` (``services.subagent_control``), ``/acp delegate list|status|close``
+(``acp_app.commands``). The reply is
 an assistant transcript entry plus a ``chat`` final; the command is recorded as a run
 (``run_id`` = the idempotency key) so a replay answers the same.
 """
@@ -35,7 +37,7 @@ def command_parse(message: str) -> Command | None:
     text = (message or "").strip()
     if text.lower() in STOP_WORDS or text.lower() in {f"/{w}" for w in STOP_WORDS}:
         return Command("stop", "")
-    match = re.match(r"^/(new|reset|queue|status)(?:\s+(.*))?$", text, re.IGNORECASE | re.DOTALL)
+    match = re.match(r"^/(new|reset|queue|status|subagents|acp)(?:\s+(.*))?$", text, re.IGNORECASE | re.DOTALL)
     if match is None:
         return None
     return Command(match.group(1).lower(), (match.group(2) or "").strip())
@@ -58,6 +60,14 @@ def command_handle(*, session: Session, command: Command, run_id: str, channel: 
         text = "New session started." if command.name == "new" else "Session reset."
     elif command.name == "queue":
         text = _queue_command(session, command.args)
+    elif command.name == "subagents":
+        from .subagent_control import subagents_command
+
+        text = subagents_command(caller_session_key=session.key, args=command.args)
+    elif command.name == "acp":
+        from acp_app.commands import acp_command
+
+        text = acp_command(caller_session_key=session.key, args=command.args)
     else:
         text = _status_text(session)
     run = _record(session, run_id, command, text)

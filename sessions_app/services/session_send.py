@@ -152,6 +152,10 @@ def _resolve_label(label: str, request: SendRequest) -> str:
     found = _label_candidates(label, request, requested_agent)
     if len(found) == 1:
         return found[0]
+    if not found and _delegated_to_another(label, request.requester_key):
+        raise SessionForbiddenError(
+            f'Label "{label}" names a hub-delegated worker of another session; only its owner can reach it.'
+        )
     if request.sandboxed and request.requester_key:
         raise SessionForbiddenError("Session not visible from this sandboxed agent session.")
     if not found:
@@ -176,6 +180,12 @@ def _label_candidates(label: str, request: SendRequest, agent_id: str | None) ->
     return list(ordinary.order_by("key").values_list("key", flat=True)[:3])
 
 
+def _delegated_to_another(label: str, requester_key: str | None) -> bool:
+    """A hub-delegated worker of some other owner has this label (rule 4: owner only)."""
+    others = Session.objects.filter(label=label).exclude(label_scope="")
+    return (others.exclude(label_scope=requester_key) if requester_key else others).exists()
+
+
 # --- guard and start ----------------------------------------------------------------------
 
 
@@ -190,9 +200,16 @@ def send_guard(*, request: SendRequest, target_key: str) -> Session:
     session = Session.objects.filter(key=target_key).first()
     if session is None:
         session = Session(key=target_key, agent_id=keys.resolve_agent_id_from_session_key(target_key))
+    _refuse_closed_acp(session)
     policy_session = _policy_session(session)
     assert_send_allowed(policy_session)
     return session
+
+
+def _refuse_closed_acp(session: Session) -> None:
+    """A closed ACP worker never reopens on a follow-up (DESIGN §8 rule 4)."""
+    if session.pk is not None and Session.objects.filter(pk=session.pk, acp__state="closed").exists():
+        raise SendTargetError(f"ACP session {session.key} is closed", code="ACP_SESSION_CLOSED", key=session.key)
 
 
 def _policy_session(session: Session) -> Session:
@@ -241,8 +258,14 @@ def _payload(request: SendRequest, target_key: str, plan: dict[str, Any]) -> dic
         # reaches the caller only through the agent-to-agent flow.
         "replyMode": "none" if request.timeout_s == 0 or not request.requester_key else "inline",
         "waitSeconds": request.timeout_s,
+        "requesterAttempt": _attempt(request.requester_run_id),
         "a2a": plan,
     }  # fmt: skip
+
+
+def _attempt(run_id: str | None) -> int | None:
+    """The caller run's attempt now: a later attempt means the waiting tool died with it."""
+    return Run.objects.filter(run_id=run_id).values_list("attempts", flat=True).first() if run_id else None
 
 
 def _reader_run_id(delivery: Delivery) -> str:
@@ -318,12 +341,34 @@ def accepted_result(*, started: StartedSend, delivery: Delivery, fire_and_forget
             "delivery": _delivery_info(delivery, status, started.a2a_skipped)}  # fmt: skip
 
 
+def follow_up_start(*, request: SendRequest) -> dict[str, Any] | None:
+    """Fire and forget to the caller's own kept sub-agent (seed 003): a follow-up run of
+    the child, announced back like its spawn; None for any other target."""
+    from .subagents import subagent_follow_up
+
+    if request.timeout_s > 0 or not request.requester_key:
+        return None
+    target_key = send_target_resolve(request=request)
+    send_guard(request=request, target_key=target_key)
+    run_id = (f"followup:v1:{request.requester_run_id}:{request.tool_call_id}"
+              if request.requester_run_id and request.tool_call_id else None)  # fmt: skip
+    result = subagent_follow_up(requester_session_key=request.requester_key, requester_run_id=request.requester_run_id,
+                                child_session_key=target_key, message=request.message, run_id=run_id)  # fmt: skip
+    if result is None:
+        return None
+    return {"runId": result["runId"], "status": "accepted", "sessionKey": target_key, "followUp": True,
+            "delivery": {"status": "sent", "id": None, "mode": "followup"}}  # fmt: skip
+
+
 async def session_send(*, request: SendRequest) -> dict[str, Any]:
     """Send, then wait per ``timeout_s``; returns the ``sessions_send`` result.
 
     Raises :class:`SendTargetError`, ``SessionForbiddenError`` or ``SendBlockedError``
     when the message could not be sent (nothing was written then).
     """
+    follow_up = await sync_to_async(lambda: follow_up_start(request=request))()
+    if follow_up is not None:
+        return follow_up
     started = await sync_to_async(lambda: send_start(request=request))()
     if request.timeout_s <= 0:
         return accepted_result(started=started, delivery=started.delivery, fire_and_forget=True)

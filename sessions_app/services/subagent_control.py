@@ -316,3 +316,27 @@ def _copy_row(row: SubagentRun, *, run_id: str, now) -> SubagentRun:
         **fields, run_id=run_id, steered_from_run_id=row.run_id, steer_count=row.steer_count + 1,
         last_steer_at=now, started_at=now,
     )
+
+
+# --- /subagents slash command ----------------------------------------------------------------
+
+SUBAGENTS_USAGE = "Usage: /subagents list | kill <#|label|all> | steer <#|label> <message> | info <#|label>"
+
+
+def subagents_command(*, caller_session_key: str, args: str) -> str:
+    """The text reply of ``/subagents list|kill|steer|info …`` (same services as the tool)."""
+    words = (args or "").split(maxsplit=2)
+    action = words[0].lower() if words else "list"
+    target = words[1] if len(words) > 1 else ""
+    if action == "list":
+        return subagent_list(caller_session_key=caller_session_key)["text"]
+    if action == "kill":
+        result = subagent_kill(caller_session_key=caller_session_key, target=target)
+    elif action == "steer":
+        message = words[2] if len(words) > 2 else ""
+        result = subagent_steer(caller_session_key=caller_session_key, target=target, message=message)
+    elif action == "info":
+        result = subagent_info(caller_session_key=caller_session_key, target=target)
+    else:
+        return SUBAGENTS_USAGE
+    return result.get("text") or result.get("error") or result["status"]

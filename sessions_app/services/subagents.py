@@ -352,23 +352,32 @@ def _accepted(plan: SpawnPlan, *, child_key: str, run_id: str) -> dict[str, Any]
 
 
 def subagent_follow_up(
-    *, requester_session_key: str, requester_run_id: str | None, child_session_key: str, message: str
+    *,
+    requester_session_key: str,
+    requester_run_id: str | None,
+    child_session_key: str,
+    message: str,
+    run_id: str | None = None,
 ) -> dict[str, Any] | None:
     """Queue ``message`` as a follow-up run of the requester's own kept sub-agent.
 
     The run is registered like a spawn (``is_follow_up``), so its result is announced
     back through the same pipeline, without the follow-up hint. Returns None when the
     child is not a kept, live sub-agent of this requester (the caller sends normally).
+    A replay with the same ``run_id`` returns the follow-up already registered.
     """
     requester_key = requester_key_of(requester_session_key)
+    accepted = {"status": "accepted", "sessionKey": child_session_key, "followUp": True}
     with transaction.atomic():
+        if run_id and SubagentRun.objects.filter(run_id=run_id, child_session_key=child_session_key).exists():
+            return {**accepted, "runId": run_id}
         previous = subagent_latest_for_child(child_session_key=child_session_key)
         child = Session.objects.filter(key=child_session_key).first()
         if not _can_follow_up(previous, child, requester_key):
             return None
-        run = _enqueue_follow_up(previous, child, message=message, requester_run_id=requester_run_id)
+        run = _enqueue_follow_up(previous, child, message=message, requester_run_id=requester_run_id, run_id=run_id)
         _register_follow_up(previous, run_id=run.run_id, message=message, requester_run_id=requester_run_id)
-    return {"status": "accepted", "runId": run.run_id, "sessionKey": child_session_key, "followUp": True}
+    return {**accepted, "runId": run.run_id}
 
 
 def _can_follow_up(previous: SubagentRun | None, child: Session | None, requester_key: str) -> bool:
@@ -381,13 +390,15 @@ def _can_follow_up(previous: SubagentRun | None, child: Session | None, requeste
     )
 
 
-def _enqueue_follow_up(previous: SubagentRun, child: Session, *, message: str, requester_run_id: str | None) -> Run:
+def _enqueue_follow_up(
+    previous: SubagentRun, child: Session, *, message: str, requester_run_id: str | None, run_id: str | None
+) -> Run:
     first = Run.objects.filter(run_id=previous.run_id).values_list("input", flat=True).first() or {}
     run_input = {"message": message, "lane": "subagent", "deliver": False, "followUp": True}
     if first.get("extraSystemPrompt"):
         run_input["extraSystemPrompt"] = first["extraSystemPrompt"]
     run, _ = run_enqueue(
-        session=child, agent_id=child.agent_id, kind=Run.Kind.SUBAGENT, run_id=str(uuid.uuid4()),
+        session=child, agent_id=child.agent_id, kind=Run.Kind.SUBAGENT, run_id=run_id or str(uuid.uuid4()),
         input=run_input, timeout_s=previous.run_timeout_s, source_session_key=previous.requester_session_key,
         parent_run_id=requester_run_id,
     )  # fmt: skip

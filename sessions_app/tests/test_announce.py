@@ -329,3 +329,16 @@ def test_captured_reply_falls_back_to_the_transcript():
     transcript_append(session=session, role="assistant", content="from the transcript", run_id=child["runId"])
     finish(child["runId"], "")
     assert "from the transcript" in announces()[0].payload["text"]
+
+
+def test_slash_subagents_command_lists_and_kills():
+    from sessions_app.services.commands import Command, command_parse
+    from sessions_app.services.subagent_control import SUBAGENTS_USAGE, subagents_command
+
+    assert command_parse("/subagents kill #1") == Command("subagents", "kill #1")
+    spawn(label="slashy")
+    assert "#1 slashy — running" in subagents_command(caller_session_key=MAIN, args="list")
+    assert "label: slashy" in subagents_command(caller_session_key=MAIN, args="info 1")
+    assert subagents_command(caller_session_key=MAIN, args="kill slashy") == "Killed slashy."
+    assert subagents_command(caller_session_key=MAIN, args="kill slashy") == "slashy is already finished."
+    assert subagents_command(caller_session_key=MAIN, args="bogus") == SUBAGENTS_USAGE

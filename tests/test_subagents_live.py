@@ -1,0 +1,288 @@
+"""Sub-agents end to end: real gateway processes, the scripted offline model calling
+``sessions_spawn`` / ``subagents`` / ``sessions_send``, announces read by the parent's
+next model step (spec-b §1–§3, seeds 001 and 003)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from sessions_app.models import Delivery, Run, Session, SubagentRun, TranscriptEntry
+from tests.support.ws import GatewayClient
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
+
+MAIN = "agent:main:main"
+ANNOUNCE_TO_MAIN = r"ready for user delivery"
+RULES = [
+    # main, asked by the user
+    {"on": "user", "match": "please spawn widgets", "toolCalls": [{"name": "sessions_spawn", "arguments": {
+        "task": "count the widgets", "label": "widgets", "cleanup": "delete"}}]},
+    {"on": "user", "match": "please spawn a keeper", "toolCalls": [{"name": "sessions_spawn", "arguments": {
+        "task": "research the widget market", "label": "market", "cleanup": "keep"}}]},
+    # children
+    {"on": "user", "match": "[Subagent Task]: count the widgets", "reply": "There are 42 widgets."},
+    {"on": "user", "match": "[Subagent Task]: stay silent", "reply": "NO_REPLY"},
+    {"on": "user", "match": "[Subagent Task]: slow leaf work", "reply": "leaf done", "delayMs": 6000},
+    {"on": "user", "match": "[Subagent Task]: dawdle", "reply": "stale dawdling output", "delayMs": 6000},
+    {"on": "user", "match": "focus on blue", "reply": "blue widgets: 7"},
+    {"on": "user", "match": "[Subagent Task]: quick leaf", "reply": "leaf found gold"},
+    {"on": "user", "match": "[Subagent Task]: orchestrate slowly", "toolCalls": [{"name": "sessions_spawn",
+        "arguments": {"task": "slow leaf work", "label": "leaf"}}]},
+    {"on": "user", "match": "[Subagent Task]: orchestrate", "toolCalls": [{"name": "sessions_spawn",
+        "arguments": {"task": "quick leaf", "label": "leaf"}}]},
+    {"on": "user", "regex": r"Your prior run ended while waiting[\s\S]*<<<BEGIN_UNTRUSTED_CHILD_RESULT>>>\n(.*)\n",
+     "reply": "Orchestrator final: {1}"},
+    {"on": "user", "match": "concise internal orchestration update", "reply": "NO_REPLY"},
+    # seed 003 rounds on the kept child
+    {"on": "user", "match": "[Subagent Task]: research the widget market", "reply": "round 1: market is 10k units"},
+    {"on": "user", "regex": r"^follow-up (\d+)", "reply": "round {1}: refined with prior context"},
+    # main reads a completion of its kept child and follows up, fire and forget
+    {"on": "user", "regex": r"session_key: (agent:main:subagent:[0-9a-f-]+)[\s\S]*round 1: ", "toolCalls": [
+        {"name": "sessions_send", "arguments": {"sessionKey": "{1}", "message": "follow-up 2", "timeoutSeconds": 0}}]},
+    {"on": "user", "regex": r"session_key: (agent:main:subagent:[0-9a-f-]+)[\s\S]*round 2: ", "toolCalls": [
+        {"name": "sessions_send", "arguments": {"sessionKey": "{1}", "message": "follow-up 3", "timeoutSeconds": 0}}]},
+    {"on": "user", "regex": r"<<<BEGIN_UNTRUSTED_CHILD_RESULT>>>\n(.*)\n<<<END_UNTRUSTED_CHILD_RESULT>>>",
+     "reply": "Relayed: {1}"},
+    {"on": "tool", "reply": "ok, waiting"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps({"rules": RULES}))
+    return path
+
+
+@pytest.fixture
+def start(gateway_factory, rules_file):
+    def run(config=None, roles="web,engine"):
+        env = {"OPENCLAW_OFFLINE_RULES": str(rules_file), "OPENCLAW_ENGINE_POLL_S": "0.2"}
+        return gateway_factory(config=config, args=("--role", roles), env=env)
+
+    return run
+
+
+async def connect(gateway) -> GatewayClient:
+    client = GatewayClient(gateway.ws_url)
+    await client.connect(token=gateway.token)
+    return client
+
+
+async def invoke(client, tool, args, session="main"):
+    reply = await client.call("tools.invoke", {"sessionKey": session, "tool": tool, "args": args})
+    return reply["result"]
+
+
+@sync_to_async
+def transcript(key: str = MAIN) -> list[TranscriptEntry]:
+    return list(TranscriptEntry.objects.filter(session__key=key, archived=False).order_by("seq"))
+
+
+@sync_to_async
+def announces() -> list[Delivery]:
+    return list(Delivery.objects.filter(kind="announce").order_by("created_at"))
+
+
+@sync_to_async
+def registry(**filters) -> list[SubagentRun]:
+    return list(SubagentRun.objects.filter(**filters).order_by("created_at"))
+
+
+async def eventually(probe, *, timeout: float = 20, interval: float = 0.1):
+    """Poll ``probe()`` (async) until it returns something truthy; bounded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
+
+
+async def assistant_text(key: str, pattern: str, timeout: float = 20) -> str | None:
+    async def probe():
+        return next((e.text for e in await transcript(key) if e.role == "assistant" and re.search(pattern, e.text)),
+                    None)  # fmt: skip
+
+    return await eventually(probe, timeout=timeout)
+
+
+async def test_spawn_child_runs_and_announce_reaches_the_parents_next_model_step(start):
+    """The model spawns a child; its result is delivered into main's next model step as the
+    exact task_completion text; main answers from it; cleanup delete removes the child."""
+    client = await connect(start())
+    try:
+        await client.call("chat.send", {"sessionKey": "main", "message": "please spawn widgets", "idempotencyKey": "u1"})
+        relayed = await assistant_text(MAIN, r"^Relayed: ")
+        assert relayed == "Relayed: There are 42 widgets."
+        [delivery] = await announces()
+        entries = await transcript()
+        [announce_entry] = [e for e in entries if e.provenance.get("deliveryKind") == "announce"]
+        assert announce_entry.role == "user" and announce_entry.text == delivery.payload["text"]
+        text = announce_entry.text
+        [row] = await registry()
+        assert delivery.idempotency_key == f"announce:v1:{row.child_session_key}:{row.run_id}"
+        assert f"session_key: {row.child_session_key}\n" in text
+        assert "task: widgets\nstatus: completed successfully\n" in text
+        assert "<<<BEGIN_UNTRUSTED_CHILD_RESULT>>>\nThere are 42 widgets.\n<<<END_UNTRUSTED_CHILD_RESULT>>>" in text
+        assert re.search(r"\nStats: runtime (\d+s|n/a) • tokens \S+ \(in \S+ / out \S+\)", text)
+        assert "Follow-up:" not in text
+        tool_result = next(e for e in entries if e.role == "tool")
+        assert '"status": "accepted"' in tool_result.text and row.child_session_key in tool_result.text
+        assert not await sync_to_async(Session.objects.filter(key=row.child_session_key).exists)()
+        assert (row.announce_state, row.cleanup) == ("announced", "delete")
+    finally:
+        await client.close()
+
+
+async def test_limits_depth_fan_out_and_allowlist_over_tools_invoke(start):
+    gateway = start(config={"agents": {
+        "defaults": {"subagents": {"maxChildrenPerAgent": 1}},
+        "list": [{"id": "main", "subagents": {"allowAgents": ["research"]}}, {"id": "research"}, {"id": "ops"}],
+    }})  # fmt: skip
+    client = await connect(gateway)
+    try:
+        denied = await invoke(client, "sessions_spawn", {"task": "x", "agentId": "ops"})
+        assert denied == {"status": "forbidden", "error": "agentId is not allowed for sessions_spawn (allowed: research)"}
+        first = await invoke(client, "sessions_spawn", {"task": "dawdle", "agentId": "research"})
+        assert first["status"] == "accepted" and first["childSessionKey"].startswith("agent:research:subagent:")
+        full = await invoke(client, "sessions_spawn", {"task": "dawdle"})
+        assert full["error"] == "sessions_spawn has reached max active children for this session (1/1)"
+        deep = await invoke(client, "sessions_spawn", {"task": "x"}, session=first["childSessionKey"])
+        assert deep["error"] == "sessions_spawn is not allowed at this depth (current depth: 1, max: 1)"
+        bad = await client.request("tools.invoke", {"sessionKey": "main", "tool": "sessions_spawn",
+                                                    "args": {"task": "x", "channel": "telegram"}})  # fmt: skip
+        assert bad["error"]["message"] == (
+            'sessions_spawn does not support "channel". Use "message" or "sessions_send" for channel delivery.'
+        )
+    finally:
+        await client.close()
+
+
+# Engine._watch cancels an aborted turn again at every poll until it is done, so a second
+# cancel can land in the turn's _finish and leave the run "running" for good (reported to the
+# engine's owner). These two tests abort running turns and pass once that is fixed.
+ENGINE_ABORT_RACE = pytest.mark.xfail(strict=False, reason="engine re-cancels a finishing aborted turn")
+
+
+@ENGINE_ABORT_RACE
+async def test_kill_cascades_and_killed_runs_never_announce(start):
+    gateway = start(config={"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}})
+    client = await connect(gateway)
+    try:
+        boss = await invoke(client, "sessions_spawn", {"task": "orchestrate slowly", "label": "boss"})
+
+        async def leaf_running():
+            rows = await registry(requester_session_key=boss["childSessionKey"])
+            return rows and (await sync_to_async(Run.objects.get)(run_id=rows[0].run_id)).status == "running"
+
+        assert await eventually(leaf_running)
+        killed = await invoke(client, "subagents", {"action": "kill", "target": "boss"})
+        assert (killed["status"], killed["cascadeKilled"]) == ("ok", 1)
+
+        async def all_ended():
+            runs = await sync_to_async(list)(Run.objects.filter(kind="subagent").values_list("status", flat=True))
+            return all(s in ("aborted", "ok", "error") for s in runs) and runs
+
+        assert await eventually(all_ended), gateway.log()[-4000:]
+        await asyncio.sleep(1.0)
+        assert {r.status for r in await registry()} == {"killed"}
+        assert await announces() == []
+        listing = await invoke(client, "subagents", {"action": "list"})
+        assert listing["active"] == [] and [v["status"] for v in listing["recent"]] == ["killed"]
+    finally:
+        await client.close()
+
+
+@ENGINE_ABORT_RACE
+async def test_steer_restarts_the_child_and_only_the_new_output_is_announced(start):
+    gateway = start()
+    client = await connect(gateway)
+    try:
+        child = await invoke(client, "sessions_spawn", {"task": "dawdle", "label": "dawdler"})
+
+        async def running():
+            return (await sync_to_async(Run.objects.get)(run_id=child["runId"])).status == "running"
+
+        assert await eventually(running)
+        steered = await invoke(client, "subagents", {"action": "steer", "target": "dawdler",
+                                                     "message": "focus on blue"})  # fmt: skip
+        assert (steered["status"], steered["mode"]) == ("accepted", "restart")
+        assert await assistant_text(MAIN, r"^Relayed: blue widgets: 7$"), gateway.log()[-3000:]
+        await asyncio.sleep(0.5)
+        [delivery] = await announces()
+        assert "stale dawdling output" not in delivery.payload["text"]
+        assert (await sync_to_async(Run.objects.get)(run_id=child["runId"])).status == "aborted"
+    finally:
+        await client.close()
+
+
+async def test_no_reply_child_suppresses_the_announce(start):
+    client = await connect(start())
+    try:
+        child = await invoke(client, "sessions_spawn", {"task": "stay silent"})
+
+        async def handled():
+            rows = await registry(run_id=child["runId"])
+            return rows[0] if rows and rows[0].cleanup_handled else None
+
+        row = await eventually(handled)
+        assert (row.status, row.announce_state) == ("ok", "skipped")
+        await asyncio.sleep(0.5)
+        assert await announces() == []
+        assert [e for e in await transcript() if e.provenance.get("deliveryKind") == "announce"] == []
+    finally:
+        await client.close()
+
+
+async def test_nested_orchestrator_gets_its_childrens_findings_before_announcing(start):
+    client = await connect(start(config={"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}}))
+    try:
+        boss = await invoke(client, "sessions_spawn", {"task": "orchestrate", "label": "boss"})
+        final = await assistant_text(MAIN, r"^Relayed: Orchestrator final: ", timeout=30)
+        assert final == "Relayed: Orchestrator final: leaf found gold"
+        wake = await sync_to_async(Run.objects.get)(run_id=f"{boss['runId']}:wake")
+        assert "Child completion results:" in wake.input["message"] and "leaf found gold" in wake.input["message"]
+        deliveries = await announces()
+        assert [d.target_session_key for d in deliveries] == [boss["childSessionKey"], MAIN]
+        assert deliveries[1].idempotency_key == f"announce:v1:{boss['childSessionKey']}:{boss['runId']}:wake"
+    finally:
+        await client.close()
+
+
+async def test_seed_003_kept_child_is_followed_up_for_three_rounds(start):
+    """spawn keep → announce with the child key and the sessions_send hint → follow-up with
+    timeoutSeconds 0 → announced again (no hint), three rounds in one child transcript."""
+    client = await connect(start())
+    try:
+        await client.call("chat.send", {"sessionKey": "main", "message": "please spawn a keeper", "idempotencyKey": "k1"})
+        final = await assistant_text(MAIN, r"^Relayed: round 3", timeout=40)
+        assert final == "Relayed: round 3: refined with prior context"
+        deliveries = await announces()
+        assert len(deliveries) == 3
+        rows = await registry()
+        child_key = rows[0].child_session_key
+        assert [r.is_follow_up for r in rows] == [False, True, True]
+        assert [r.task for r in rows] == ["research the widget market", "follow-up 2", "follow-up 3"]
+        assert {r.child_session_key for r in rows} == {child_key} and {r.announce_state for r in rows} == {"announced"}
+        first, second, third = (d.payload["text"] for d in deliveries)
+        assert f'call sessions_send with sessionKey "{child_key}"' in first and "round 1: market is 10k units" in first
+        assert "Follow-up:" not in second and "round 2: refined" in second
+        assert "Follow-up:" not in third and "round 3: refined" in third
+        assert all(d.idempotency_key == f"announce:v1:{child_key}:{r.run_id}" for d, r in zip(deliveries, rows))
+        child = await sync_to_async(Session.objects.get)(key=child_key)
+        assert child.label == "market"
+        said = [(e.role, e.text) for e in await transcript(child_key)]
+        assert [t for r, t in said if r == "assistant"] == [
+            "round 1: market is 10k units", "round 2: refined with prior context", "round 3: refined with prior context",
+        ]
+        assert len({e.transcript_id for e in await transcript(child_key)}) == 1, "one transcript: full prior context"
+        tools = [e.text for e in await transcript() if e.role == "tool"]
+        assert sum('"followUp": true' in t for t in tools) == 2
+    finally:
+        await client.close()
