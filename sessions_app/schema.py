@@ -79,14 +79,27 @@ def _check_string(schema: dict[str, Any], value: Any) -> str | None:
     return None
 
 
+# JSON numbers a JavaScript client can hold exactly; beyond them (and NaN/Infinity) a
+# declared integer/number is refused before it reaches a query or a timer.
+MAX_SAFE_INTEGER = 2**53 - 1
+
+
 def _check_number(schema: dict[str, Any], value: Any) -> str | None:
     if not _TYPES["number"](value):
         return None
+    if _declares_number(schema) and not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+        return f"must be <= {MAX_SAFE_INTEGER}" if value > 0 else f"must be >= {-MAX_SAFE_INTEGER}"
     if "minimum" in schema and value < schema["minimum"]:
         return f"must be >= {schema['minimum']}"
     if "maximum" in schema and value > schema["maximum"]:
         return f"must be <= {schema['maximum']}"
     return None
+
+
+def _declares_number(schema: dict[str, Any]) -> bool:
+    names = schema.get("type")
+    names = names if isinstance(names, list) else [names]
+    return "integer" in names or "number" in names
 
 
 def _check_object(schema: dict[str, Any], value: dict[str, Any], path: str) -> list[str]:
