@@ -594,3 +594,30 @@ async def test_sessions_send_steer_and_abort(start):
         assert await client.call("sessions.abort", {"key": "main"}) == {"ok": True, "abortedRunId": None, "status": "no-active-run"}
     finally:
         await client.close()
+
+
+async def test_a_graceful_stop_requeues_the_running_turn_and_a_restart_finishes_it(start):
+    gateway = start()
+    client = await connect(gateway)
+    await send(client, "slow first", "g-stop")
+    await client.wait_event("agent", started("g-stop"))
+    await client.close()
+    gateway.stop(signal.SIGTERM)
+    run = await run_row("g-stop")
+    assert run.status == "queued" and run.lease_owner is None
+    start()
+    assert (await wait_status("g-stop", "ok", timeout=15)).status == "ok"
+
+
+async def test_a_run_past_its_timeout_ends_timeout(start):
+    gateway = start(config={"agents": {"defaults": {"timeoutSeconds": 1}}})
+    client = await connect(gateway)
+    try:
+        await send(client, "slow first", "to1")
+        event = await client.wait_event("chat", final_of("to1"))
+        assert event["payload"]["state"] == "error" and event["payload"]["stopReason"] == "timeout"
+        run = await run_row("to1")
+        assert run.status == "timeout" and run.error["code"] == "AGENT_TIMEOUT"
+        assert (await client.call("agent.wait", {"runId": "to1", "timeoutMs": 0}))["status"] == "timeout"
+    finally:
+        await client.close()
