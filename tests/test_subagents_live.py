@@ -12,6 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from sessions_app.models import Delivery, Run, Session, SubagentRun, TranscriptEntry
+from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.ws import GatewayClient
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
@@ -286,3 +287,43 @@ async def test_seed_003_kept_child_is_followed_up_for_three_rounds(start):
         assert sum('"followUp": true' in t for t in tools) == 2
     finally:
         await client.close()
+
+
+def _fake_script(body: dict) -> Reply:
+    """main: spawn, then wait; the child (its system prompt): answer; main, given the
+    completion event: relay it."""
+    messages = body["messages"]
+    system = "\n".join(m.get("content") or "" for m in messages if m["role"] == "system")
+    last = messages[-1]
+    if "# Subagent Context" in system:
+        return Reply(text="The fake child counted 5 gadgets.")
+    if last["role"] == "tool":
+        return Reply(text="Spawned; waiting.")
+    if "[Internal task completion event]" in (last.get("content") or ""):
+        return Reply(text="Relayed from the fake model.")
+    return Reply(tool_calls=[{"id": "call_spawn", "name": "sessions_spawn",
+                              "arguments": {"task": "count gadgets", "label": "gadgets"}}])  # fmt: skip
+
+
+async def test_announce_reaches_an_openai_compatible_model_as_the_exact_event_text(start):
+    """With a real OpenAI-compatible server: the child gets its system prompt and task; the
+    parent's next model request carries the exact task_completion text as a user message."""
+    with FakeOpenAI(_fake_script) as server:
+        config = {"models": {"providers": {"fake": server.provider_config()}},
+                  "agents": {"defaults": {"model": "fake/fake-model"}}}  # fmt: skip
+        client = await connect(start(config=config))
+        try:
+            await client.call("chat.send", {"sessionKey": "main", "message": "count gadgets", "idempotencyKey": "o1"})
+            assert await assistant_text(MAIN, r"^Relayed from the fake model\.$")
+            [delivery] = await announces()
+            child_request = next(b for b in server.requests if "# Subagent Context" in json.dumps(b["messages"]))
+            system = next(m["content"] for m in child_request["messages"] if m["role"] == "system")
+            assert "You were created to handle: count gadgets" in system and "**Resumable**" in system
+            assert child_request["messages"][-1]["content"].endswith("[Subagent Task]: count gadgets")
+            parent_request = next(b for b in server.requests
+                                  if "[Internal task completion event]" in (b["messages"][-1].get("content") or ""))  # fmt: skip
+            assert parent_request["messages"][-1] == {"role": "user", "content": delivery.payload["text"]}
+            assert "The fake child counted 5 gadgets." in delivery.payload["text"]
+            assert "Stats: runtime" in delivery.payload["text"] and "tokens 18 (in 11 / out 7)" in delivery.payload["text"]
+        finally:
+            await client.close()
