@@ -144,7 +144,9 @@ _DELIVERY = s.string(enum=("delivered", "not-delivered", "unknown", "not-request
     "scope": s.string(enum=("job", "all")),
 }))  # fmt: skip
 def cron_runs(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any]:
-    job_id = None if params.get("scope") == "all" else _job_id("cron.runs", params)
+    # As OpenClaw 2026.9.6: without a scope, an id means "job" and no id means "all".
+    scope = params.get("scope") or ("job" if params.get("id") or params.get("jobId") else "all")
+    job_id = None if scope == "all" else _job_id("cron.runs", params)
     statuses = [v for v in [*(params.get("statuses") or []), params.get("status")] if v and v != "all"]
     deliveries = [v for v in [*(params.get("deliveryStatuses") or []), params.get("deliveryStatus")] if v]
     return selectors.cron_run_list(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Max, Q, QuerySet
 
 from .models import CronJob, CronRun, HeartbeatState
 from .serializers import cron_job_row, cron_run_row, ms
@@ -41,7 +41,15 @@ def cron_job_list(
     jobs = jobs.order_by(_order(field, sort_dir == "desc"), "id")
     limit = max(1, min(limit, MAX_PAGE))
     rows = [cron_job_row(job) for job in jobs[offset : offset + limit]]
-    return _page(rows, total=jobs.count(), offset=offset, limit=limit, key="jobs")
+    page = _page(rows, total=jobs.count(), offset=offset, limit=limit, key="jobs")
+    # The openclaw CLI rejects a page without it and checks every page of a listing has the same.
+    return {**page, "snapshotRevision": _jobs_revision()}
+
+
+def _jobs_revision() -> str:
+    """Changes whenever a job is added, removed or updated."""
+    stats = CronJob.objects.aggregate(n=Count("id"), last=Max("id"), changed=Max("updated_at"))
+    return f"jobs:{stats['n']}:{stats['last'] or 0}:{ms(stats['changed']) if stats['changed'] else 0}"
 
 
 def cron_status(*, enabled: bool) -> dict[str, Any]:
