@@ -515,6 +515,8 @@ def parse_duration_ms(value: Any, *, key: str = "duration", unit: str = "m") -> 
     if not text or "".join(n + u for n, u in parts) != text:
         raise ConfigError(key, f"must be a duration such as \"30m\", \"1h\" or \"45s\", got {value!r}")
     total = sum(float(n) * _DURATION_UNITS_MS[u] for n, u in parts)
+    if not math.isfinite(total):
+        raise ConfigError(key, f"is too long a duration: {value!r}")
     return int(math.floor(total))
 
 
@@ -881,9 +883,17 @@ def _parse_providers(models: _Section) -> dict[str, ProviderConfig]:
     providers = {OFFLINE_PROVIDER: _offline_provider()}
     for name in section.data:
         if name == OFFLINE_PROVIDER:
-            raise ConfigError(section.path(name), "the provider name offline is reserved for the built-in model")
+            _offline_block(section.data[name], section.path(name))
+            continue
         providers[name] = _provider(name, section.section(name, _PROVIDER_KEYS))
     return providers
+
+
+def _offline_block(value: Any, key: str) -> None:
+    """The built-in model takes only its rules file (``docs/offline-model.md``)."""
+    if not isinstance(value, dict) or set(value) - {"rulesPath"}:
+        raise ConfigError(key, "the provider name offline is reserved for the built-in model (only rulesPath may be set)")
+    _Section(value, key, ("rulesPath",)).text("rulesPath")
 
 
 def _provider(name: str, block: _Section) -> ProviderConfig:

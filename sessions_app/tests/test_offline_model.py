@@ -75,3 +75,11 @@ async def test_offline_error_rule_and_bad_file_raise_provider_errors(rules, tmp_
     monkeypatch.setenv("OPENCLAW_OFFLINE_RULES", str(bad))
     with pytest.raises(ProviderError, match="not valid JSON"):
         await collect([{"role": "user", "content": "x"}])
+
+
+async def test_offline_rules_path_from_the_config(rules, tmp_path, gateway_config):
+    path = tmp_path / "from-config.json"
+    path.write_text(json.dumps([{"match": "hi", "reply": "configured"}]))
+    gateway_config({"models": {"providers": {"offline": {"rulesPath": str(path)}}}})
+    _, text = await collect([{"role": "user", "content": "hi"}])
+    assert text == "configured"
