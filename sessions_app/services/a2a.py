@@ -140,9 +140,20 @@ def a2a_after_reply(delivery: Delivery, run: Run) -> None:
         _mark_announce(delivery)
 
 
+def _waiter_gone(delivery: Delivery) -> bool:
+    """The tool that waits inline for this reply died with its engine (the caller's run
+    ended, or was taken over by another engine since the send)."""
+    if not delivery.source_run_id:
+        return False
+    run = Run.objects.filter(run_id=delivery.source_run_id).first()
+    expected = delivery.payload.get("requesterAttempt")
+    return run is None or run.status != Run.Status.RUNNING or (expected is not None and run.attempts != expected)
+
+
 def _after_round_one(delivery: Delivery, plan: dict[str, Any]) -> None:
     reply = delivery.reply or {}
-    if delivery.payload.get("replyMode") == "pingback":
+    mode = delivery.payload.get("replyMode")
+    if mode == "pingback" or (mode == "inline" and _waiter_gone(delivery)):
         _pingback(delivery)
     text = (reply.get("text") or "").strip()
     if reply.get("status") != Run.Status.OK or is_stop(text) or not plan.get("enabled") or plan.get("skipped"):
