@@ -11,10 +11,11 @@ Phases (``--phases``, comma separated, default all, in this order):
 - ``cli``           wall time of the real CLI ``openclaw system event ... --url --token``
 - ``turns``         ``chat.send`` → ``chat`` final latency, sequential turns on fresh sessions
                     of ``--agent`` (instant model), then ``--burst`` concurrent turns: turns/s
-- ``slow_turns``    ``--slow-turns`` concurrent turns on ``--slow-agent`` (1 s model): wall
-                    time until all finished, and the peak RSS while they run
 - ``sessions``      seeds sessions through ``sessions.create`` up to ``--sessions`` in total,
                     then times ``sessions.list`` pages (limit 100 and 1000)
+- ``slow_turns``    ``--slow-turns`` concurrent turns on ``--slow-agent`` (1 s model): wall
+                    time until all finished, and the peak RSS while they run (last: a gateway
+                    that does not finish them in time stays busy)
 
 Every wait is bounded (``--phase-timeout``); a phase that times out reports what finished.
 Prints a markdown table; ``--out`` writes the JSON results.
@@ -38,7 +39,7 @@ from typing import Any, Awaitable, Callable
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("rss_idle", "health", "wake", "cli", "turns", "slow_turns", "sessions")
+PHASES = ("rss_idle", "health", "wake", "cli", "turns", "sessions", "slow_turns")
 CLIENT = {"id": "cli", "version": "2026.9.6", "platform": "linux", "mode": "cli"}
 SCOPES = ["operator.admin", "operator.read", "operator.write"]
 TERMINAL = {"final", "error", "aborted"}
@@ -64,6 +65,7 @@ class BenchClient:
         self._finals: dict[str, asyncio.Future] = {}
         self._reader: asyncio.Task | None = None
         self.events = 0
+        self.retries = 0
 
     async def connect(self, timeout: float = 30) -> dict:
         self.ws = await asyncio.wait_for(websockets.connect(self.url, max_size=2**26, open_timeout=timeout), timeout)
@@ -97,6 +99,20 @@ class BenchClient:
         if not frame["ok"]:
             raise CallError(frame["error"])
         return frame.get("payload")
+
+    async def call_retrying(self, method: str, params: dict | None = None, *, deadline: float) -> Any:
+        """``call``, retried while the gateway answers a retryable UNAVAILABLE (overload,
+        startup), waiting ``retryAfterMs`` (at most 2 s) between tries, until ``deadline``."""
+        while True:
+            try:
+                return await self.call(method, params, timeout=max(0.1, deadline - time.monotonic()))
+            except CallError as exc:
+                retry = exc.error.get("code") == "UNAVAILABLE" and exc.error.get("retryable", True)
+                pause = min(2.0, (exc.error.get("retryAfterMs") or 250) / 1000)
+                if not retry or time.monotonic() + pause >= deadline:
+                    raise
+                self.retries += 1
+                await asyncio.sleep(pause)
 
     def expect_final(self, run_id: str) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
@@ -250,38 +266,41 @@ async def phase_rpc(args, client: BenchClient, method: str, params: Callable[[in
     return {"sequential": seq, "concurrent": conc}
 
 
-async def one_turn(client: BenchClient, *, session_key: str, message: str, timeout: float) -> dict:
-    """chat.send then wait for the chat final of that run; returns ack/final ms and state."""
+async def one_turn(client: BenchClient, *, session_key: str, message: str, deadline: float) -> dict:
+    """chat.send then wait for the chat final of that run (until ``deadline``, monotonic);
+    returns ack/final ms and the final state."""
     run_id = str(uuid.uuid4())
     final = client.expect_final(run_id)
     start = time.perf_counter()
     params = {"sessionKey": session_key, "message": message, "idempotencyKey": run_id}
-    ack = await client.call("chat.send", params, timeout=timeout)
+    ack = await client.call_retrying("chat.send", params, deadline=deadline)
     ack_ms = (time.perf_counter() - start) * 1000
-    payload = await asyncio.wait_for(final, timeout)
+    payload = await asyncio.wait_for(final, max(0.1, deadline - time.monotonic()))
     return {"ack_ms": ack_ms, "final_ms": (time.perf_counter() - start) * 1000,
             "state": payload.get("state"), "status": (ack or {}).get("status")}  # fmt: skip
 
 
 async def many_turns(client: BenchClient, keys: list[str], *, timeout: float, gate: int | None = None) -> dict:
-    """One turn on each session key, all at once (or ``gate`` at a time); bounded by ``timeout``."""
+    """One turn on each session key, all at once (or ``gate`` at a time); whatever has not
+    finished after ``timeout`` seconds counts as failed."""
     semaphore = asyncio.Semaphore(gate or len(keys) or 1)
+    deadline = time.monotonic() + timeout
     results, errors = [], []
 
     async def run(key: str) -> None:
         async with semaphore:
             try:
-                results.append(await one_turn(client, session_key=key, message="bench turn", timeout=timeout))
+                results.append(await one_turn(client, session_key=key, message="bench turn", deadline=deadline))
             except (CallError, asyncio.TimeoutError, ConnectionError) as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
     start = time.perf_counter()
-    await asyncio.wait_for(asyncio.gather(*(run(k) for k in keys)), timeout + 30)
+    await asyncio.gather(*(run(k) for k in keys))
     wall = time.perf_counter() - start
     ok = [r for r in results if r["state"] == "final"]
     summary = {"turns": len(keys), "ok": len(ok), "failed": len(keys) - len(ok), "wall_s": round(wall, 3),
-               "turns_per_s": round(len(ok) / wall, 2) if wall else None,
-               "ack": percentiles([r["ack_ms"] for r in results]),
+               "turns_per_s": round(len(ok) / wall, 2) if wall else None, "timed_out": len(ok) < len(keys) and
+               time.monotonic() >= deadline, "ack": percentiles([r["ack_ms"] for r in results]),
                "final": percentiles([r["final_ms"] for r in ok])}  # fmt: skip
     if errors:
         summary["first_error"] = errors[0]
@@ -292,7 +311,7 @@ async def phase_turns(args, client: BenchClient) -> dict:
     tag = uuid.uuid4().hex[:6]
     seq_keys = [f"agent:{args.agent}:bench-seq-{tag}-{i}" for i in range(args.turns_n)]
     await one_turn(client, session_key=f"agent:{args.agent}:bench-warm-{tag}", message="warm up",
-                   timeout=args.phase_timeout)  # fmt: skip
+                   deadline=time.monotonic() + args.phase_timeout)  # fmt: skip
     sequential = await many_turns(client, seq_keys, timeout=args.phase_timeout, gate=1)
     burst_keys = [f"agent:{args.agent}:bench-burst-{tag}-{i}" for i in range(args.burst)]
     burst = await many_turns(client, burst_keys, timeout=args.phase_timeout)
@@ -310,7 +329,7 @@ async def phase_slow_turns(args, client: BenchClient) -> dict:
 
 async def phase_sessions(args, client: BenchClient) -> dict:
     deadline = time.monotonic() + args.phase_timeout
-    listed = await client.call("sessions.list", {"limit": 1}, timeout=60)
+    listed = await client.call_retrying("sessions.list", {"limit": 1}, deadline=deadline)
     existing = int(listed.get("totalCount", listed.get("count", 0)))
     missing = max(0, args.sessions - existing)
     tag = uuid.uuid4().hex[:6]
@@ -322,7 +341,8 @@ async def phase_sessions(args, client: BenchClient) -> dict:
             if time.monotonic() > deadline:
                 return
             try:
-                await client.call("sessions.create", {"key": f"agent:{args.agent}:bench-s-{tag}-{i}"}, timeout=60)
+                await client.call_retrying("sessions.create", {"key": f"agent:{args.agent}:bench-s-{tag}-{i}"},
+                                           deadline=deadline)
                 created += 1
             except (CallError, asyncio.TimeoutError) as exc:
                 errors.append(str(exc))
@@ -336,7 +356,7 @@ async def phase_sessions(args, client: BenchClient) -> dict:
         samples, page = [], {}
         for _ in range(5):
             start = time.perf_counter()
-            page = await client.call("sessions.list", {"limit": limit}, timeout=120)
+            page = await client.call_retrying("sessions.list", {"limit": limit}, deadline=time.monotonic() + 120)
             samples.append((time.perf_counter() - start) * 1000)
         result[f"list_{limit}"] = {**percentiles(samples), "returned": len(page.get("sessions") or []),
                                    "totalCount": page.get("totalCount", page.get("count"))}  # fmt: skip
@@ -397,6 +417,7 @@ async def run(args) -> dict:
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             print(f"[{args.name}] {name}: {json.dumps(results[name])[:400]}", flush=True)
         results["rss_after_mb"] = rss_mb(args.pid)
+        results["retries"] = client.retries
     finally:
         await client.close()
     return results
