@@ -92,8 +92,8 @@ async def run_acp_turn(
     try:
         bound = timeout + TIMEOUT_GRACE_S if timeout else None  # the run's own timeout fires first
         result = await runtime.prompt(handle, prompt, stream.on_update, timeout=bound)
-    except asyncio.CancelledError:
-        await _settle(acp, error=None)
+    except asyncio.CancelledError:  # abort or the run's timeout; the runtime sent session/cancel
+        await asyncio.shield(_settle(acp, error=None))
         raise
     except AcpHarnessCrashedError as error:
         await _settle(acp, error=error.message, process_gone=True)
