@@ -98,7 +98,7 @@ class Engine:
         if capacity <= 0:
             return 0
         lease_s = settings.OPENCLAW_ENGINE_LEASE_S
-        pairs = await db(_claim)(owner=self.owner, limit=capacity, lease_s=lease_s)
+        pairs = await db(_claim)(owner=self.owner, limit=capacity, lease_s=lease_s, busy=list(self.turns))
         for pk, run_id in pairs:
             self._start(pk, run_id)
         return len(pairs)
@@ -164,9 +164,9 @@ class Engine:
         self._wake.set()
 
 
-def _claim(*, owner: str, limit: int, lease_s: float) -> list[tuple[int, str]]:
+def _claim(*, owner: str, limit: int, lease_s: float, busy: list[int]) -> list[tuple[int, str]]:
     close_old_connections()
-    pairs = store.recover_expired(owner=owner, limit=limit, lease_s=lease_s)
+    pairs = store.recover_expired(owner=owner, limit=limit, lease_s=lease_s, exclude_pks=busy)
     return pairs + store.claim_runs(owner=owner, limit=limit - len(pairs), lease_s=lease_s)
 
 

@@ -85,10 +85,11 @@ def _release_lane(session_pk: int, run_id: str) -> None:
     Session.objects.filter(pk=session_pk, active_run_id=run_id).update(active_run_id=None, state=Session.State.IDLE)
 
 
-def recover_expired(*, owner: str, limit: int, lease_s: float) -> list[tuple[int, str]]:
-    """Take over running runs whose lease expired; end those attempted twice ``error``."""
+def recover_expired(*, owner: str, limit: int, lease_s: float, exclude_pks: list[int] = ()) -> list[tuple[int, str]]:
+    """Take over running runs whose lease expired (but ``exclude_pks``, the caller's own
+    live turns); end those attempted twice ``error``."""
     taken: list[tuple[int, str]] = []
-    expired = Run.objects.lease_expired().exclude(lease_owner=owner).order_by("lease_expires_at")[:limit]
+    expired = Run.objects.lease_expired().exclude(pk__in=list(exclude_pks)).order_by("lease_expires_at")[:limit]
     for run in list(expired):
         if run.attempts >= MAX_ATTEMPTS:
             _give_up(run)

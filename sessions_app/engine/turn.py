@@ -59,7 +59,13 @@ class Turn:
             await self._finish(Run.Status.ERROR, error={"code": "MODEL_UNAVAILABLE", "message": str(exc)})
             return
         status, error = await self._guarded(run)
-        await self._finish(status, error=error)
+        # The end is recorded even if a shutdown cancels the task meanwhile.
+        finish = asyncio.ensure_future(self._finish(status, error=error))
+        try:
+            await asyncio.shield(finish)
+        except asyncio.CancelledError:
+            await asyncio.wait([finish], timeout=5)
+            raise
 
     async def _guarded(self, run: Run) -> tuple[str, dict | None]:
         timeout = run.timeout_s or _agent_timeout(run.agent_id)
@@ -185,6 +191,8 @@ class Turn:
 
     async def _delta(self, text: str, published: int) -> None:
         await self._agent("assistant", {"text": text, "delta": text[published:]})
+        if self.state.run.kind == Run.Kind.HEARTBEAT:
+            return  # heartbeat turns are not streamed to chat (spec-a §6.5)
         self.chat_seq += 1
         await db(run_events.publish_chat)(session=self.state.session, run_id=self.state.run.run_id, seq=self.chat_seq,
                                           state="delta", message=run_events.assistant_message(text),
