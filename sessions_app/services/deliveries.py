@@ -52,6 +52,7 @@ RUN_KIND_FOR = {
 # How long a handed-over delivery may wait for its turn before the sweep retries it
 # (only when no turn of the target is live), growing per attempt.
 BACKOFF_S = (5, 15, 60, 300, 900)
+REPLY_GRACE_S = 10  # let the run-finished hooks link a reply before the sweep does
 FAILED_NOTICE = "⚠️ Message could not be delivered to {target}: {reason}"
 
 
@@ -343,13 +344,14 @@ def delivery_retry(*, delivery: Delivery) -> Delivery:
 
 
 def delivery_sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str, int]:
-    """Maintenance: expire old deliveries, re-hand-over due ones, fail exhausted ones.
+    """Maintenance: expire old deliveries, re-hand-over due ones, fail exhausted ones, and
+    link the replies of runs that ended without their hooks.
 
     A delivery whose target still has a live turn is not charged an attempt (a long
     tool wait is not a failed hand-over). Returns counts by outcome.
     """
     now = now or timezone.now()
-    counts = {"expired": 0, "retried": 0, "failed": 0, "waiting": 0}
+    counts = {"expired": 0, "retried": 0, "failed": 0, "waiting": 0, "replied": 0}
     for delivery in Delivery.objects.filter(state__in=OPEN_STATES, expires_at__lte=now)[:limit]:
         with transaction.atomic():
             _expire(Delivery.objects.select_for_update().get(pk=delivery.pk))
@@ -359,13 +361,27 @@ def delivery_sweep(*, now: datetime | None = None, limit: int = 500) -> dict[str
     )
     for delivery in due.order_by("created_at")[:limit]:
         counts[_sweep_one(delivery, now)] += 1
+    counts["replied"] = _sweep_replies(now, limit)
     return counts
+
+
+def _sweep_replies(now: datetime, limit: int) -> int:
+    """Replies whose run ended without its hooks (the process died right after the end)."""
+    linked = 0
+    grace = now - timedelta(seconds=REPLY_GRACE_S)
+    stale = Delivery.objects.filter(state=Delivery.State.CONSUMED, reply__isnull=True, consumed_at__lte=grace)
+    for delivery in stale.order_by("consumed_at")[:limit]:
+        run = Run.objects.filter(run_id=delivery.consumed_by_run_id, status__in=Run.TERMINAL, ended_at__lte=grace).first()
+        if run is not None:
+            _link_reply(delivery, run)
+            linked += 1
+    return linked
 
 
 @maintenance_sweep("sessions.deliveries")
 def _maintenance(now: datetime) -> int:
     counts = delivery_sweep(now=now)
-    return counts["expired"] + counts["retried"] + counts["failed"]
+    return counts["expired"] + counts["retried"] + counts["failed"] + counts["replied"]
 
 
 def _sweep_one(delivery: Delivery, now: datetime) -> str:
@@ -436,16 +452,20 @@ def delivery_record_reply(*, delivery: Delivery, run: Run) -> bool:
     return updated == 1
 
 
+def _link_reply(delivery: Delivery, run: Run) -> None:
+    if delivery_record_reply(delivery=delivery, run=run):
+        for listener in list(_REPLY_LISTENERS):
+            try:
+                listener(delivery, run)
+            except Exception:
+                logger.exception("reply listener %s failed for delivery %s", listener, delivery.delivery_id)
+
+
 @on_run_finished()
 def _deliveries_after_run(run: Run) -> None:
     """When a run ends: link replies, then re-route what it left unread."""
     for delivery in Delivery.objects.filter(consumed_by_run_id=run.run_id, reply__isnull=True):
-        if delivery_record_reply(delivery=delivery, run=run):
-            for listener in list(_REPLY_LISTENERS):
-                try:
-                    listener(delivery, run)
-                except Exception:
-                    logger.exception("reply listener %s failed for delivery %s", listener, delivery.delivery_id)
+        _link_reply(delivery, run)
     leftovers = Delivery.objects.filter(state__in=OPEN_STATES).filter(
         Q(target_run_id=run.run_id) | Q(target_session_key=run.session_key, target_run_id__isnull=True)
     )

@@ -217,3 +217,16 @@ def test_twenty_messages_to_one_idle_session_start_one_turn_and_are_read_once():
     assert len(drain(run)) == 20
     assert drain(run) == []
     assert Delivery.objects.filter(state=Delivery.State.CONSUMED, consumed_by_run_id=run.run_id).count() == 20
+
+
+def test_sweep_links_a_reply_whose_run_ended_without_its_hooks():
+    """The process died between the run's end and its hooks: the sweep records the reply."""
+    live = busy(TARGET)
+    delivery = send()
+    drain(live)
+    store.finish_run(run_pk=live.pk, owner="test-engine", status=Run.Status.OK, text="late answer",
+                     stop_reason="stop", usage={})  # fmt: skip
+    assert svc.delivery_sweep()["replied"] == 0
+    counts = svc.delivery_sweep(now=timezone.now() + timedelta(minutes=1))
+    delivery.refresh_from_db()
+    assert (counts["replied"], delivery.reply["text"]) == (1, "late answer")
