@@ -7,7 +7,8 @@ Phases (``--phases``, comma separated, default all, in this order):
 
 - ``rss_idle``      RSS of the gateway process tree(s) given by ``--pid`` (/proc, summed)
 - ``health``        ``health`` latency: sequential, then concurrent (p50/p95/p99, req/s)
-- ``wake``          ``wake {mode: next-heartbeat}`` latency on a bench session, same shape
+- ``wake``          ``wake {mode: next-heartbeat, text}`` latency (queues a system event for the
+                    next scheduled heartbeat; no turn), same shape
 - ``cli``           wall time of the real CLI ``openclaw system event ... --url --token``
 - ``turns``         ``chat.send`` → ``chat`` final latency, sequential turns on fresh sessions
                     of ``--agent`` (instant model), then ``--burst`` concurrent turns: turns/s
@@ -377,7 +378,7 @@ def phase_cli(args) -> dict:
             for name in ("OPENCLAW_STATE_DIR", "OPENCLAW_CONFIG_PATH", "OPENCLAW_GATEWAY_URL", "OPENCLAW_GATEWAY_TOKEN"):
                 env.pop(name, None)
             command = [str(openclaw), "system", "event", "--text", f"bench cli event {i}", "--mode", "next-heartbeat",
-                       "--session-key", f"agent:{args.agent}:bench-wake", "--json", "--url", args.url, "--token", args.token]  # fmt: skip
+                       "--json", "--url", args.url, "--token", args.token]  # fmt: skip
             start = time.perf_counter()
             done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
             samples.append((time.perf_counter() - start) * 1000)
@@ -397,12 +398,11 @@ async def run(args) -> dict:
         await client.call("sessions.subscribe", {})
     except CallError:
         pass
-    wake_key = f"agent:{args.agent}:bench-wake"
     steps = {
         "rss_idle": lambda: {"rss_mb": rss_mb(args.pid)},
         "health": lambda: phase_rpc(args, client, "health", lambda i: {}),
-        "wake": lambda: phase_rpc(args, client, "wake",
-                                  lambda i: {"mode": "next-heartbeat", "text": f"bench wake {i}", "sessionKey": wake_key}),
+        # No sessionKey: with one, a wake is an immediate targeted heartbeat turn (PR #78687).
+        "wake": lambda: phase_rpc(args, client, "wake", lambda i: {"mode": "next-heartbeat", "text": f"bench wake {i}"}),
         "cli": lambda: asyncio.to_thread(phase_cli, args),
         "turns": lambda: phase_turns(args, client),
         "slow_turns": lambda: phase_slow_turns(args, client),

@@ -277,8 +277,8 @@ def _notes(theirs: dict, ours: dict, args) -> list[str]:
         "  to the `chat` event with `state: \"final\"` of that run), over loopback WebSocket.",
         f"- **Sequential RPC**: {args.rpc_n} calls, one at a time, after 5 warm-up calls. **Concurrent RPC**:",
         f"  {args.rpc_n * 5} calls over 5 connections with 50 in flight.",
-        "- **wake** is `{mode: \"next-heartbeat\", text, sessionKey: \"agent:main:bench-wake\"}`, so it measures",
-        "  queueing the system event without starting a heartbeat turn per call.",
+        "- **wake** is `{mode: \"next-heartbeat\", text}` without a `sessionKey` (with one, a wake is an",
+        "  immediate targeted heartbeat turn, PR #78687), so it measures queueing the system event.",
         "- **CLI `system event`**: wall time of the real `openclaw system event --mode next-heartbeat",
         "  --url … --token … --json` process, fresh HOME each time (most of it is Node starting the CLI).",
         f"- **Turns**: `chat.send` on fresh sessions of agent `main` (instant fake model): {args.turns_n} sequential,",
@@ -336,9 +336,10 @@ def _reproduce() -> list[str]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("ours", "openclaw"), default=None)
+    parser.add_argument("--only", choices=("ours", "openclaw"), default=None, help="measure one side (the other's last results are reused)")
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run of the whole pipeline")
     parser.add_argument("--write-docs", action="store_true", help="write docs/benchmarks.md")
+    parser.add_argument("--report-only", action="store_true", help="no runs: rebuild the report from bench/results/")
     parser.add_argument("--settle", type=float, default=5, help="seconds to wait after startup before measuring")
     parser.add_argument("--bench-timeout", type=float, default=3600)
     parser.add_argument("--phase-timeout", type=float, default=420)
@@ -356,27 +357,30 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    if args.only != "ours":
+    if args.report_only:
+        args.only = "none"
+    if args.only not in ("ours", "none"):
         installed = subprocess.run([str(ROOT / "bin/install-openclaw")], capture_output=True, text=True, timeout=1200)
         if not installed.stdout.strip():
             print(f"OpenClaw unavailable, measuring this gateway only: {installed.stderr.strip()}", flush=True)
             args.only = "ours"
     workdir = Path(tempfile.mkdtemp(prefix="openclaw-bench-"))
     model_log = workdir / "fake-model.log"
-    model = start([sys.executable, str(ROOT / "bench/fake_model.py"), "--ready-file", str(workdir / "model-port")],
-                  env=_clean_env(), log=model_log, cwd=ROOT)  # fmt: skip
+    model_command = [sys.executable, str(ROOT / "bench/fake_model.py"), "--ready-file", str(workdir / "model-port")]
+    model = None if args.only == "none" else start(model_command, env=_clean_env(), log=model_log, cwd=ROOT)
     results: dict[str, dict] = {}
     try:
         deadline = time.monotonic() + 15
-        while not (workdir / "model-port").exists() and time.monotonic() < deadline:
+        while model and not (workdir / "model-port").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        model_url = f"http://127.0.0.1:{(workdir / 'model-port').read_text()}/v1"
-        if args.only != "ours":
+        model_url = f"http://127.0.0.1:{(workdir / 'model-port').read_text()}/v1" if model else ""
+        if args.only not in ("ours", "none"):
             results["openclaw"] = run_openclaw(args, model_url, workdir)
-        if args.only != "openclaw":
+        if args.only not in ("openclaw", "none"):
             results["ours"] = run_ours(args, model_url, workdir)
     finally:
-        stop(model)
+        if model:
+            stop(model)
     for name in ("openclaw", "ours"):
         if name not in results and (RESULTS / f"{name}.json").exists():
             results[name] = json.loads((RESULTS / f"{name}.json").read_text())  # the other side's last run
