@@ -44,9 +44,15 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=18789)
         parser.add_argument("--role", default="all", help="all (default), web, engine, worker, or e.g. web,engine")
+        parser.add_argument(
+            "--allow-unauthenticated", action="store_true",
+            help="listen on a non-loopback --host although gateway.auth.mode is none (warns)",
+        )  # fmt: skip
 
-    def handle(self, *args, host: str, port: int, role: str, **options):
+    def handle(self, *args, host: str, port: int, role: str, allow_unauthenticated: bool = False, **options):
         roles = parse_roles(role)
+        if "web" in roles:
+            self._check_bind(host, allow_unauthenticated)
         worker = start_worker() if "worker" in roles else None
         try:
             if "web" in roles:
@@ -62,6 +68,22 @@ class Command(BaseCommand):
             if worker is not None:
                 stop_worker(worker)
 
+    def _check_bind(self, host: str, allow_unauthenticated: bool) -> None:
+        """Refuse a wider-than-loopback bind without auth unless told; then warn loudly."""
+        from openclaw_site.config import get_config
+
+        if is_loopback(host) or get_config().auth.mode != "none":
+            return
+        message = (
+            f"gateway.auth.mode is none and --host {host} is not loopback: anyone who can reach "
+            "this port can run agents and read every session"
+        )
+        if not allow_unauthenticated:
+            raise CommandError(f"refusing to start: {message}. Set gateway.auth (token or password) "
+                               "or pass --allow-unauthenticated.")  # fmt: skip
+        logger.warning("UNAUTHENTICATED GATEWAY: %s", message)
+        self.stderr.write(f"WARNING: UNAUTHENTICATED GATEWAY: {message}")
+
     def _serve(self, host: str, port: int, *, engine: bool) -> None:
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server  # installs the asyncio reactor
@@ -76,8 +98,24 @@ class Command(BaseCommand):
             endpoints=build_endpoint_description_strings(host=host, port=port),
             websocket_timeout=-1,
             websocket_connect_timeout=20,
+            # daphne's default 1 MiB cap would drop frames the protocol allows (maxPayload);
+            # the consumer closes anything over maxPayload with 1009 itself.
+            websocket_max_message_size=settings.OPENCLAW_MAX_BUFFERED_BYTES,
+            websocket_max_frame_size=settings.OPENCLAW_MAX_BUFFERED_BYTES,
             signal_handlers=True,
         ).run()
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def attach_engine() -> None:
