@@ -162,7 +162,10 @@ async def test_delegated_worker_label_resolves_only_for_its_owner(sessions):
     owner = await send({"label": "coder", "message": "hi", "timeoutSeconds": 0})
     assert (owner["status"], owner["sessionKey"], owner["delivery"]["status"]) == ("accepted", "agent:main:acp:w1", "skipped")
     stranger = await send({"label": "coder", "message": "hi", "timeoutSeconds": 0}, key=PEER)
-    assert stranger["error"] == "No session found with label: coder"
+    assert stranger["status"] == "forbidden"
+    assert stranger["error"] == (
+        'Label "coder" names a hub-delegated worker of another session; only its owner can reach it.'
+    )
 
 
 # --- guard ---------------------------------------------------------------------------------------
