@@ -621,3 +621,19 @@ async def test_a_run_past_its_timeout_ends_timeout(start):
         assert (await client.call("agent.wait", {"runId": "to1", "timeoutMs": 0}))["status"] == "timeout"
     finally:
         await client.close()
+
+
+async def test_sessions_changed_reaches_a_subscriber_once_per_phase(start):
+    """A connection in both the sessions group and the session's group sees each phase once."""
+    gateway = start()
+    client = await connect(gateway)
+    try:
+        await client.call("sessions.subscribe", {})
+        await send(client, "hello", "sc1")
+        await client.wait_event("chat", final_of("sc1"))
+        await asyncio.sleep(0.5)
+        phases = [f["payload"].get("phase") for f in client.events
+                  if f.get("event") == "sessions.changed" and f["payload"].get("runId") == "sc1"]  # fmt: skip
+        assert phases == ["start", "end"]
+    finally:
+        await client.close()

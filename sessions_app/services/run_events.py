@@ -42,5 +42,5 @@ def publish_sessions_changed(*, session: Session, phase: str, run: Run | None = 
     if run is not None:
         payload["runId"] = run.run_id
     seq = publish_session_event(session, "sessions.changed", payload)
-    publish_on_commit(SESSIONS_GROUP, "sessions.changed", {**payload, "sessionSeq": seq})
+    publish_on_commit(SESSIONS_GROUP, "sessions.changed", {**payload, "sessionSeq": seq}, seq=seq)
     return seq
