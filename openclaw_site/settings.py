@@ -227,3 +227,10 @@ OPENCLAW_PRECONNECT_MAX_BYTES = 65_536
 OPENCLAW_ENGINE_POLL_S = float(os.environ.get("OPENCLAW_ENGINE_POLL_S", "1.0"))
 OPENCLAW_ENGINE_LEASE_S = float(os.environ.get("OPENCLAW_ENGINE_LEASE_S", "30"))
 OPENCLAW_ENGINE_MAX_CONCURRENCY = int(os.environ.get("OPENCLAW_ENGINE_MAX_CONCURRENCY", "2000"))
+# Heartbeats and cron (cron_app; docs/operations.md "Heartbeats and cron").
+OPENCLAW_SCHEDULER_TICK_S = float(os.environ.get("OPENCLAW_SCHEDULER_TICK_S", "1.0"))
+OPENCLAW_HEARTBEAT_SEED = os.environ.get("OPENCLAW_HEARTBEAT_SEED", "")
+OPENCLAW_CRON_MISSED_GRACE_S = float(os.environ.get("OPENCLAW_CRON_MISSED_GRACE_S", "120"))
+OPENCLAW_CRON_WEBHOOK_RETRY_DELAYS_S = tuple(
+    float(v) for v in os.environ.get("OPENCLAW_CRON_WEBHOOK_RETRY_DELAYS_S", "1,5,25").split(",") if v.strip()
+)
