@@ -28,7 +28,7 @@ def _clean(value: str | None) -> str | None:
     return (value or "").strip() or None
 
 
-def wake_target_check(*, cfg: GatewayConfig, session_key: str | None, agent_id: str | None) -> None:
+def wake_target_check(*, session_key: str | None, agent_id: str | None) -> None:
     """Refuse a subagent key and an agentId that contradicts the key's agent."""
     if session_key and keys.is_subagent_session_key(session_key):
         raise WakeTargetError("wake sessionKey cannot target a subagent session", code="SUBAGENT_TARGET")
@@ -74,8 +74,7 @@ def wake(*, mode: str, text: str, session_key: str | None = None, agent_id: str 
     text, key, agent = (text or "").strip(), _clean(session_key), _clean(agent_id)
     if not text:
         return {"ok": False}
-    cfg = get_config()
-    wake_target_check(cfg=cfg, session_key=key, agent_id=agent)
+    wake_target_check(session_key=key, agent_id=agent)
     target = system_event_add(text=text, session_key=key, agent_id=agent, origin="wake")
     if mode == "now" or key:
         heartbeat_request(
@@ -96,8 +95,7 @@ def system_event_post(
         system_event_add(text=text, context_key=f"presence:{host or instance_id or 'node'}", origin="presence")
         return {"ok": True}
     key, agent = _clean(session_key), _clean(agent_id)
-    cfg = get_config()
-    wake_target_check(cfg=cfg, session_key=key, agent_id=agent)
+    wake_target_check(session_key=key, agent_id=agent)
     target = system_event_add(text=text, session_key=key, agent_id=agent, origin="system-event")
     if wake_now:
         heartbeat_request(
