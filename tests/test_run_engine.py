@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -637,3 +638,27 @@ async def test_sessions_changed_reaches_a_subscriber_once_per_phase(start):
         assert phases == ["start", "end"]
     finally:
         await client.close()
+
+
+async def test_engine_role_alone_runs_queued_turns_and_stops_on_sigterm(transactional_db, tmp_path, rules_file):
+    """``gateway --role engine`` serves no HTTP; it claims runs from the database (poll)."""
+    from tests.support.live import ROOT, database_url
+
+    (tmp_path / "openclaw.json").write_text("{}")
+    env = {**os.environ, "DATABASE_URL": database_url(), "OPENCLAW_STATE_DIR": str(tmp_path),
+           "OPENCLAW_CONFIG_PATH": str(tmp_path / "openclaw.json"), "DJANGO_SECRET_KEY": "x",
+           "OPENCLAW_ENGINE_POLL_S": "0.2", "OPENCLAW_OFFLINE_RULES": str(rules_file)}  # fmt: skip
+    env.pop("OPENCLAW_TEST_DB_NAME", None)
+    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "gateway", "--role", "engine"], env=env,
+                               cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        from sessions_app.services.chat import chat_send
+
+        await sync_to_async(chat_send)(session_key=MAIN, message="from the queue", idempotency_key="eng1")
+        run = await wait_status("eng1", "ok", timeout=20)
+        assert run.status == "ok" and run.output["text"].endswith("You said: from the queue")
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=10)
+    assert time.monotonic() - started < 5 and process.returncode is not None
