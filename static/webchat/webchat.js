@@ -192,7 +192,8 @@ class WebChat {
       const result = await this.gateway.request("sessions.list", { limit: 100, includeDerivedTitles: true });
       const picker = $("#session-picker");
       const rows = result.sessions.filter((row) => !row.spawnedBy);
-      if (!rows.some((row) => row.key === this.key)) rows.unshift({ key: this.key });
+      const mainKey = this.gateway.hello?.snapshot?.sessionDefaults?.mainSessionKey;
+      if (!rows.some((row) => row.key === this.key)) rows.unshift({ key: this.key, isMain: this.key === mainKey });
       rows.sort((a, b) => (b.isMain ? 1 : 0) - (a.isMain ? 1 : 0));
       picker.replaceChildren(...rows.map((row) => el("option", { value: row.key, selected: row.key === this.key },
         sessionTitle(row))));
@@ -219,7 +220,7 @@ class WebChat {
   }
 
   onMessage(payload) {
-    if (payload.session?.sessionId && payload.session.sessionId !== this.sessionId) return this.reload();
+    if (this.rotated(payload.session)) return this.reload();
     this.transcript.addLive(payload.message);
     const provenance = payload.message?.provenance || {};
     if (provenance.kind === "inter_session") this.panel.refreshSoon();
@@ -246,8 +247,16 @@ class WebChat {
   }
 
   onSessionChanged(payload) {
-    const row = payload.session || {};
-    if (row.sessionId && row.sessionId !== this.sessionId) this.reload();
+    if (payload.reason === "create") this.loadPicker();
+    if (this.rotated(payload.session)) this.reload();
+  }
+
+  /** Did a reset give the session a new transcript? (A session created after the page
+   * loaded just adopts its first sessionId.) */
+  rotated(row) {
+    if (!row?.sessionId) return false;
+    if (this.sessionId === null) this.sessionId = row.sessionId;
+    return row.sessionId !== this.sessionId;
   }
 
   /** Busy/idle is the session's own state, independent of any one turn ending. */
