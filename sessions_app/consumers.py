@@ -102,7 +102,9 @@ class GatewayConsumer(AsyncWebsocketConsumer):
     async def _connect(self, params: Any) -> dict[str, Any]:
         params = protocol.validate_connect(params)
         user = self.scope.get("user")
-        auth_method = await database_sync_to_async(protocol.authenticate)(params, user=user)
+        auth_method = await database_sync_to_async(protocol.authenticate)(
+            params, user=user, origin=_header(self.scope, b"origin"), host=_header(self.scope, b"host")
+        )
         protocol.verify_device(params, nonce=self.nonce, challenge_ts=self.challenge_ts)
         scopes = protocol.granted_scopes(params)
         role = params.get("role") or "operator"
@@ -202,6 +204,13 @@ class GatewayConsumer(AsyncWebsocketConsumer):
 
 def _is_request(frame: Any) -> bool:
     return isinstance(frame, dict) and not protocol.s.validate(protocol.REQUEST_SCHEMA, frame)
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers") or ():
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 def _frame_id(frame: Any) -> str:

@@ -148,14 +148,32 @@ def validate_connect(params: Any) -> dict[str, Any]:
     return params
 
 
-def authenticate(params: dict[str, Any], *, user=None) -> str:
-    """Check the shared token/password; returns the auth method used."""
+class OriginNotAllowedError(InvalidRequestError):
+    close_code = 1008
+
+    def __init__(self, origin: str | None) -> None:
+        super().__init__(
+            f"origin not allowed: {origin or '(none)'} (a browser session must come from this gateway's pages)",
+            details={"code": "ORIGIN_NOT_ALLOWED", "origin": origin},
+        )
+
+
+def authenticate(params: dict[str, Any], *, user=None, origin: str | None = None, host: str | None = None) -> str:
+    """Check the shared token/password; returns the auth method used.
+
+    A staff Django session (the browser's cookie) counts only from an allowed ``Origin``
+    (:func:`origin_allowed`), so another site's page cannot ride the operator's cookie;
+    from elsewhere the connection needs the token/password like any client.
+    """
     from openclaw_site.config import get_config
 
     auth = get_config().auth
-    if user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_staff", False):
-        return "session"
     given = params.get("auth") or {}
+    if user is not None and getattr(user, "is_authenticated", False) and getattr(user, "is_staff", False):
+        if origin_allowed(origin, host=host):
+            return "session"
+        if auth.mode != "none" and not (given.get("token") or given.get("password")):
+            raise OriginNotAllowedError(origin)
     if auth.mode == "none":
         return "none"
     if auth.mode == "password":
@@ -165,6 +183,26 @@ def authenticate(params: dict[str, Any], *, user=None) -> str:
     if not _same(given.get("token"), auth.token):
         raise AuthMismatchError("token")
     return "token"
+
+
+def origin_allowed(origin: str | None, *, host: str | None = None) -> bool:
+    """Channels' ``AllowedHostsOriginValidator`` rule: the Origin's host is in
+    ``ALLOWED_HOSTS`` (or the origin in ``CSRF_TRUSTED_ORIGINS``, or equal to the request's
+    own ``Host``); no Origin at all is refused."""
+    from urllib.parse import urlsplit
+
+    from django.http.request import validate_host
+
+    if not origin or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    if origin in settings.CSRF_TRUSTED_ORIGINS or (host and parts.netloc == host):
+        return True
+    allowed = settings.ALLOWED_HOSTS or ([".localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
+    hostname = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return validate_host(hostname, allowed)
 
 
 def _same(given: Any, expected: str) -> bool:
