@@ -355,19 +355,23 @@ def record_heartbeat_event(state: HeartbeatState, fields: dict) -> dict:
     return payload
 
 
-def heartbeat_retry_pending(*, now: datetime | None = None) -> list[HeartbeatOutcome]:
-    """Re-request every parked wake whose retry time has come (busy targets)."""
+def heartbeat_retry_pending(*, now: datetime | None = None, agent_id: str | None = None) -> list[HeartbeatOutcome]:
+    """Re-request parked wakes (busy targets): those whose retry time has come, or with
+    ``agent_id`` every parked wake of that agent at once (one of its runs just ended)."""
     now = now or timezone.now()
+    parked = HeartbeatState.objects.filter(retry_at__isnull=False)
+    parked = parked.filter(agent_id=agent_id) if agent_id else parked.filter(retry_at__lte=now)
     outcomes: list[HeartbeatOutcome] = []
-    for agent_id in HeartbeatState.objects.filter(retry_at__lte=now).values_list("agent_id", flat=True):
-        for request in _take_pending(agent_id, now):
+    for agent in list(parked.values_list("agent_id", flat=True)):
+        for request in _take_pending(agent, None if agent_id else now):
             outcomes += heartbeat_request(**{**request, "source": request.get("source") or "retry"})
     return outcomes
 
 
-def _take_pending(agent_id: str, now: datetime) -> list[dict]:
+def _take_pending(agent_id: str, due_by: datetime | None) -> list[dict]:
     with transaction.atomic():
-        state = HeartbeatState.objects.select_for_update().filter(agent_id=agent_id, retry_at__lte=now).first()
+        rows = HeartbeatState.objects.select_for_update().filter(agent_id=agent_id, retry_at__isnull=False)
+        state = (rows.filter(retry_at__lte=due_by) if due_by else rows).first()
         if state is None:
             return []
         pending = list((state.pending_wakes or {}).values())

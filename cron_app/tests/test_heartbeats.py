@@ -202,8 +202,8 @@ def test_heartbeat_flood_guard_defers_after_five_runs(gateway_config, clock):
 
 
 def test_heartbeat_busy_session_retries_after_one_second(gateway_config, clock):
-    """A wake of a session with a running turn parks (``requests-in-flight``) and runs on
-    the first tick at least 1 s later once the session is free."""
+    """A wake of a session with a running turn parks (``requests-in-flight``); ticks retry
+    it every second and the end of the blocking run retries it at once."""
     session, _ = session_ensure(key="agent:main:main", agent_id="main")
     user_run, _ = run_enqueue(session=session, agent_id="main", input={"message": "hello"})
     start_run(user_run)
@@ -211,14 +211,33 @@ def test_heartbeat_busy_session_retries_after_one_second(gateway_config, clock):
     assert not heartbeat_runs().exists()
     state = HeartbeatState.objects.get(agent_id="main")
     assert state.last_skip_reason == "requests-in-flight" and state.pending_wakes
-    heartbeat_tick()  # too early
+    clock.shift(timedelta(milliseconds=500))
+    heartbeat_tick()  # too early, and the session is still busy
     assert not heartbeat_runs().exists()
-    finish_run(user_run, text="hi")
     clock.shift(timedelta(seconds=1))
-    heartbeat_tick()
+    heartbeat_tick()  # due, still busy: parked again
+    assert not heartbeat_runs().exists() and HeartbeatState.objects.get(agent_id="main").pending_wakes
+    finish_run(user_run, text="hi")  # the lane frees up: the parked wake runs at once
     run = heartbeat_runs().get()
     assert (run.session_key, run.input["reason"]) == ("agent:main:main", "wake")
     assert not HeartbeatState.objects.get(agent_id="main").pending_wakes
+    clock.shift(timedelta(seconds=2))
+    heartbeat_tick()
+    assert heartbeat_runs().count() == 1
+
+
+def test_heartbeat_parked_wake_retried_by_the_tick(gateway_config, clock):
+    """Without a run ending (a queued user run blocks instead), the tick retries after 1 s."""
+    session, _ = session_ensure(key="agent:main:main", agent_id="main")
+    blocker, _ = run_enqueue(session=session, agent_id="main", input={"message": "queued"})
+    wake(mode="now", text="x", session_key="agent:main:main")
+    assert not heartbeat_runs().exists()
+    Run.objects.filter(pk=blocker.pk).update(status=Run.Status.ABORTED)  # gone without a hook
+    heartbeat_tick()
+    assert not heartbeat_runs().exists()  # retry not due yet
+    clock.shift(timedelta(seconds=1))
+    heartbeat_tick()
+    assert heartbeat_runs().count() == 1
 
 
 def test_heartbeat_event_intent_runs_first_then_waits_for_due(gateway_config, clock):
