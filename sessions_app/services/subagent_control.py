@@ -227,10 +227,11 @@ def _terminate(row: SubagentRun, *, reason: str = "killed") -> bool:
             ended_reason="killed", suppress_announce_reason="killed", cleanup_handled=True,
             cleanup_completed_at=now, announce_state=SubagentRun.AnnounceState.SKIPPED, next_announce_at=None,
         )  # fmt: skip
-        # A row already ended but still waiting to announce is silenced too.
+        # A row already ended but still waiting to announce (for its descendants) is killed too.
         silenced = SubagentRun.objects.filter(pk=row.pk, cleanup_handled=False).update(
-            suppress_announce_reason="killed", cleanup_handled=True, cleanup_completed_at=now,
-            announce_state=SubagentRun.AnnounceState.SKIPPED, next_announce_at=None,
+            status=SubagentRun.Status.KILLED, ended_reason="killed", suppress_announce_reason="killed",
+            cleanup_handled=True, cleanup_completed_at=now, announce_state=SubagentRun.AnnounceState.SKIPPED,
+            next_announce_at=None,
         )  # fmt: skip
         _abort_child_turns(row.child_session_key, reason=f"subagent {reason}")
         if updated:

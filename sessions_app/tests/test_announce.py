@@ -342,3 +342,17 @@ def test_slash_subagents_command_lists_and_kills():
     assert subagents_command(caller_session_key=MAIN, args="kill slashy") == "Killed slashy."
     assert subagents_command(caller_session_key=MAIN, args="kill slashy") == "slashy is already finished."
     assert subagents_command(caller_session_key=MAIN, args="bogus") == SUBAGENTS_USAGE
+
+
+def test_kill_of_an_orchestrator_waiting_for_descendants(gateway_config):
+    """An ended orchestrator that still waits for a child is killed too (never announces)."""
+    gateway_config({"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}})
+    boss = spawn(label="boss")
+    leaf = spawn(requester=boss["childSessionKey"])
+    finish(boss["runId"], "waiting")
+    assert subagent_list(caller_session_key=MAIN)["active"][0]["status"] == "active"
+    result = subagent_kill(caller_session_key=MAIN, target="boss")
+    assert (result["status"], result["cascadeKilled"]) == ("ok", 1)
+    assert set(SubagentRun.objects.values_list("status", flat=True)) == {"killed"}
+    finish(leaf["runId"], "late")
+    assert announces() == []
