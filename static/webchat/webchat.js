@@ -357,6 +357,7 @@ class WebChat {
     $("#session-picker").addEventListener("change", (event) => this.open(event.target.value).catch((error) => this.transcript.addError(error)));
     $("#panel-toggle").addEventListener("click", () => this.root.classList.toggle("panel-open"));
     $("#panel-close").addEventListener("click", () => this.root.classList.remove("panel-open"));
+    $(".chat").addEventListener("click", () => this.root.classList.remove("panel-open")); // the scrim on phones
     new IntersectionObserver((entries) => entries.some((e) => e.isIntersecting) && this.loadOlder(), { root: $("#transcript") })
       .observe($("#history-sentinel"));
   }
