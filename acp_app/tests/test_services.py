@@ -339,3 +339,16 @@ def test_sweep_query_reads_only_expired_rows(gateway_config, django_assert_max_n
             spawn(label=f"w{n}")
     with time_machine.travel(FROZEN + timedelta(hours=1), tick=False), django_assert_max_num_queries(2):
         assert selectors.delegates_expired(now=FROZEN + timedelta(hours=1)) == []
+
+
+def test_delegate_sweep_is_a_registered_maintenance_sweep():
+    """The django-q2 maintenance task runs ``acp.delegates`` with the other sweeps."""
+    from cron_app import tasks
+    from cron_app.maintenance import sweep_names
+
+    assert "acp.delegates" in sweep_names()
+    with time_machine.travel(FROZEN, tick=False):
+        key = spawn(label="w1")["childSessionKey"]
+    with time_machine.travel(FROZEN + timedelta(hours=73), tick=False):
+        assert tasks.maintenance_sweep()["acp.delegates"] == 1
+    assert AcpSession.objects.get(session__key=key).close_reason == "delegate-idle-expired"
