@@ -40,6 +40,7 @@ class Engine:
         self.turns: dict[int, asyncio.Task] = {}
         self.run_pks: dict[str, int] = {}
         self._reasons: dict[int, str] = {}
+        self._cancelled: set[int] = set()  # cancelled once: a second cancel would hit the turn's cleanup
         self._wake = asyncio.Event()
         self._stopping = False
         self._helpers: list[asyncio.Task] = []
@@ -69,7 +70,8 @@ class Engine:
 
     def cancel(self, run_pk: int, reason: str) -> None:
         task = self.turns.get(run_pk)
-        if task is not None and not task.done():
+        if task is not None and not task.done() and run_pk not in self._cancelled:
+            self._cancelled.add(run_pk)
             self._reasons.setdefault(run_pk, reason)
             task.cancel()
 
@@ -115,6 +117,7 @@ class Engine:
         self.turns.pop(pk, None)
         self.run_pks.pop(run_id, None)
         self._reasons.pop(pk, None)
+        self._cancelled.discard(pk)
         if not task.cancelled() and task.exception() is not None:
             logger.error("run %s crashed", run_id, exc_info=task.exception())
         self._wake.set()
