@@ -43,6 +43,7 @@ export class Gateway extends EventTarget {
     this.stopped = true;
     clearTimeout(this.retryTimer);
     this.socket?.close(1000);
+    this.status("stopped");
   }
 
   get connected() {
@@ -81,7 +82,7 @@ export class Gateway extends EventTarget {
     this.hello = null;
     this.failPending();
     if (wasConnected) this.dispatchEvent(new CustomEvent("disconnected"));
-    if (this.stopped) return this.status("stopped");
+    if (this.stopped) return;
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     this.status("reconnecting", { delayMs: delay });
@@ -122,6 +123,8 @@ export class Gateway extends EventTarget {
     this.pending.set(id, {
       resolve: (hello) => this.ready(hello),
       reject: (error) => {
+        // A refused handshake (e.g. the admin session expired) will not pass on a retry.
+        this.stopped = true;
         this.status("refused", { error });
         socket.close();
       },

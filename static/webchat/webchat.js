@@ -91,14 +91,23 @@ class WebChat {
   }
 
   connectionStatus({ state, delayMs, error }) {
+    if (state === "refused" && error) $("#conn-state").title = error.message;
     const node = $("#conn-state");
     node.dataset.state = state;
     node.textContent = {
       connecting: "Connecting…", connected: "Connected", stopped: "Offline",
       reconnecting: `Reconnecting in ${Math.ceil((delayMs || 0) / 1000)}s…`,
-      refused: `Refused: ${error?.message || "not allowed"}`,
+      refused: "Refused",
     }[state] || state;
     this.root.classList.toggle("offline", state !== "connected");
+    if (state === "refused") this.loginAgain(error);
+  }
+
+  loginAgain(error) {
+    const next = encodeURIComponent(location.pathname + location.search);
+    const note = this.transcript.addError(error || { code: "FORBIDDEN", message: "the gateway refused the connection" },
+      { title: "connection refused" });
+    note.append(" ", el("a", { href: `/admin/login/?next=${next}` }, "Log in again"));
   }
 
   /** After a reconnect: replay the events after the last one seen, then re-read the newest page. */
@@ -247,7 +256,8 @@ class WebChat {
   }
 
   onSessionChanged(payload) {
-    if (payload.reason === "create") this.loadPicker();
+    if (payload.reason === "create" || payload.reason === "delete") this.loadPicker();
+    if (payload.reason === "delete") return this.reload();
     if (this.rotated(payload.session)) this.reload();
   }
 

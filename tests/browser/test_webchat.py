@@ -3,6 +3,8 @@ without loss or duplicates, history with infinite scroll, slash commands, phone 
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import expect
 
@@ -90,6 +92,21 @@ def test_reconnect_mid_stream_loses_and_duplicates_nothing(hub: Hub):
     entries = current_transcript()
     expect(hub.messages).to_have_count(len(entries))
     assert hub.rendered_ids() == [e.message_id for e in entries]
+
+
+def test_a_refused_reconnect_asks_to_log_in_again(hub: Hub):
+    """Without the admin session (logged out elsewhere) the reconnect is refused: the page
+    stops retrying and offers the login link instead of looping."""
+    hub.open()
+    hub.page.context.clear_cookies()
+    hub.drop_connection()
+    expect(hub.page.locator("#conn-state")).to_have_attribute("data-state", "refused")
+    note = hub.page.locator("#messages li.note.error")
+    expect(note.locator(".code")).to_have_text("INVALID_REQUEST/AUTH_TOKEN_MISMATCH")
+    link = note.get_by_role("link", name="Log in again")
+    expect(link).to_have_attribute("href", re.compile(r"^/admin/login/\?next=%2F%3Fsession%3D"))
+    hub.page.wait_for_timeout(1500)
+    expect(hub.page.locator("#conn-state")).to_have_attribute("data-state", "refused")
 
 
 def test_history_loads_on_open_and_older_pages_on_scroll_up(hub: Hub):
