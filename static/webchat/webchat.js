@@ -188,6 +188,8 @@ class WebChat {
       this.loadingOlder = false;
       this.showSentinel();
     }
+    // A page too short to scroll leaves the sentinel in view: no new intersection fires.
+    if (this.hasMore && $("#transcript").scrollTop < 40) setTimeout(() => this.loadOlder(), 0);
   }
 
   showSentinel() {
