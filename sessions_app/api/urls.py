@@ -20,5 +20,6 @@ urlpatterns = [
     path("", include("sessions_app.api.subagents")),
     path("", include("sessions_app.api.deliveries")),
     path("", include("cron_app.api.urls")),
+    path("", include("acp_app.api.urls")),
     path("sessions/<path:key>", views.SessionDetailApi.as_view(), name="api-session"),
 ]

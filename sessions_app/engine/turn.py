@@ -72,7 +72,10 @@ class Turn:
         try:
             async with asyncio.timeout(timeout):
                 await self._start()
-                await self._steps()
+                if await db(_is_acp)(self.state.session):
+                    await self._acp_steps(timeout)
+                else:
+                    await self._steps()
             return Run.Status.OK, None
         except TimeoutError:
             self.stop_reason = "timeout"
@@ -87,6 +90,10 @@ class Turn:
         except ProviderError as exc:
             self.stop_reason = "error"
             return Run.Status.ERROR, {"code": "MODEL_ERROR", "message": str(exc)}
+        except GatewayError as exc:  # an ACP harness failure (crash, closed worker, turn error)
+            self.stop_reason = "timeout" if exc.code == "AGENT_TIMEOUT" else "error"
+            status = Run.Status.TIMEOUT if exc.code == "AGENT_TIMEOUT" else Run.Status.ERROR
+            return status, {"code": exc.detail_code, "message": exc.message}
         except Exception as exc:
             logger.exception("run %s failed", run.run_id)
             self.stop_reason = "error"
@@ -109,6 +116,26 @@ class Turn:
                 return
             await asyncio.gather(*(self._tool(call) for call in calls))
         self.stop_reason = "max_steps"
+
+    async def _acp_steps(self, timeout: float) -> None:
+        """The turn of an ACP-backed session: its harness answers, not the model (acp_app.executor)."""
+        from acp_app.executor import run_acp_turn
+
+        published = 0
+
+        async def on_text(text: str) -> None:
+            nonlocal published
+            self.partial = text
+            await self._delta(text, published)
+            published = len(text)
+
+        await self._agent("lifecycle", {"phase": "model", "provider": "acp", "model": self.state.session.agent_id})
+        result = await run_acp_turn(run=self.state.run, session=self.state.session, on_text_delta=on_text,
+                                    on_tool_event=lambda data: self._agent("tool", data), timeout=timeout,
+                                    engine_owner=self.engine.owner)  # fmt: skip
+        self.final_text, self.stop_reason, self.partial = result.text, result.stop_reason, ""
+        for key, value in result.usage.items():
+            self.usage[key] = self.usage.get(key, 0) + value
 
     async def _finish(self, status: str, *, error: dict | None = None) -> None:
         text = self.final_text if status == Run.Status.OK else self.partial
@@ -207,6 +234,12 @@ class Turn:
 def _resolve_model(session) -> tuple[str, str]:
     return resolve_session_model(agent_id=session.agent_id, provider_override=session.provider_override,
                                  model_override=session.model_override)  # fmt: skip
+
+
+def _is_acp(session) -> bool:
+    from acp_app.models import AcpSession
+
+    return AcpSession.objects.filter(session_id=session.pk).exists()
 
 
 def _agent_timeout(agent_id: str) -> int:

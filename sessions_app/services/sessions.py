@@ -23,6 +23,7 @@ from .. import keys
 from ..events import SESSIONS_GROUP, now_ms, publish_on_commit, publish_session_event
 from ..exceptions import (
     AgentMismatchError,
+    InvalidSessionPatchError,
     LabelInUseError,
     MainSessionDeleteError,
     SessionExistsError,
@@ -201,11 +202,23 @@ def session_patch(*, key: str, changes: Mapping[str, Any]) -> Session:
     canonical = canonical_key(key, method="sessions.patch")
     with transaction.atomic():
         session, _ = _lock_or_create(canonical)
+        _guard_delegate_lineage(session, changes)
         apply_patch(session, changes)
         session.updated_at = max(session.updated_at, timezone.now())
         _save(session)
         publish_session_changed(session, reason="patch")
     return session
+
+
+def _guard_delegate_lineage(session: Session, changes: Mapping[str, Any]) -> None:
+    """A hub-delegated worker (``label_scope`` = its owner) keeps its owner's lineage; its
+    label stays unique per owner through the ``session_delegate_label_unique_per_owner``
+    constraint, so a patch can neither re-parent it nor duplicate a sibling's label."""
+    if not session.label_scope or changes.get("spawnedBy") in (None, session.label_scope):
+        return
+    raise InvalidSessionPatchError(
+        "hubDelegated lineage mismatch: spawnedBy must match hubDelegated.ownerSessionKey", field="spawnedBy"
+    )
 
 
 def session_reset(*, key: str, reason: str = "reset") -> Session:

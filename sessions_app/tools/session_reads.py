@@ -104,9 +104,21 @@ def _list_row(session: Session, *, visibility, owned: bool, kinds: set[str]) -> 
     if kinds and kind not in kinds:
         return None
     row = session_row(session)
-    return {**row, "key": display_key(session.key), "sessionKey": session.key, "kind": kind,
-            "channel": tool_channel(session, kind), "label": session.label,
-            "delegated": bool(Session.objects.filter(pk=session.pk, acp__owner_session_key__isnull=False).exists())}  # fmt: skip
+    row = {**row, "key": display_key(session.key), "sessionKey": session.key, "kind": kind,
+           "channel": tool_channel(session, kind), "label": session.label,
+           "delegated": bool(Session.objects.filter(pk=session.pk, acp__owner_session_key__isnull=False).exists())}  # fmt: skip
+    if row["delegated"]:
+        row["delegate"] = _delegate_fields(session)
+    return row
+
+
+def _delegate_fields(session: Session) -> dict[str, Any]:
+    """A hub-delegated worker's label, harness, state, last activity and expiry (acp_app)."""
+    from acp_app.selectors import delegate_row
+
+    fields = delegate_row(session.acp)
+    return {name: fields[name] for name in ("label", "harness", "state", "lastActivityAt", "idleExpiresAt",
+                                            "maxAgeExpiresAt", "expiresAt")}  # fmt: skip
 
 
 def _attach_messages(rows: list[dict[str, Any]], message_limit: int) -> None:

@@ -35,6 +35,8 @@ SPAWN_PARAMETERS = obj(
         "cleanup": string(enum=("delete", "keep")),
         "sandbox": string(enum=("inherit", "require")),
         "streamTo": string(enum=("parent",)),
+        "delegate": boolean(),  # runtime "acp": a hub-delegated persistent worker (acp_app)
+        "resumeSessionId": string(),
     },
     required=("task",),
     closed=False,  # channel-delivery keys get their own message, not "additional properties"
