@@ -12,6 +12,7 @@ Phases (``--phases``, comma separated, default all, in this order):
 - ``cli``           wall time of the real CLI ``openclaw system event ... --url --token``
 - ``turns``         ``chat.send`` → ``chat`` final latency, sequential turns on fresh sessions
                     of ``--agent`` (instant model), then ``--burst`` concurrent turns: turns/s
+- ``slow_small``    the same as ``slow_turns`` below with ``--slow-small`` (100) turns
 - ``sessions``      seeds sessions through ``sessions.create`` up to ``--sessions`` in total,
                     then times ``sessions.list`` pages (limit 100 and 1000)
 - ``slow_turns``    ``--slow-turns`` concurrent turns on ``--slow-agent`` (1 s model): wall
@@ -40,7 +41,7 @@ from typing import Any, Awaitable, Callable
 import websockets
 
 ROOT = Path(__file__).resolve().parents[1]
-PHASES = ("rss_idle", "health", "wake", "cli", "turns", "sessions", "slow_turns")
+PHASES = ("rss_idle", "health", "wake", "cli", "turns", "slow_small", "sessions", "slow_turns")
 CLIENT = {"id": "cli", "version": "2026.9.6", "platform": "linux", "mode": "cli"}
 SCOPES = ["operator.admin", "operator.read", "operator.write"]
 TERMINAL = {"final", "error", "aborted"}
@@ -319,9 +320,9 @@ async def phase_turns(args, client: BenchClient) -> dict:
     return {"sequential": sequential, "burst": burst}
 
 
-async def phase_slow_turns(args, client: BenchClient) -> dict:
+async def phase_slow_turns(args, client: BenchClient, count: int) -> dict:
     tag = uuid.uuid4().hex[:6]
-    keys = [f"agent:{args.slow_agent}:bench-slow-{tag}-{i}" for i in range(args.slow_turns)]
+    keys = [f"agent:{args.slow_agent}:bench-slow-{tag}-{i}" for i in range(count)]
     async with RssSampler(args.pid) as sampler:
         result = await many_turns(client, keys, timeout=args.phase_timeout)
     result["rss_peak_mb"] = sampler.peak
@@ -329,7 +330,7 @@ async def phase_slow_turns(args, client: BenchClient) -> dict:
 
 
 async def phase_sessions(args, client: BenchClient) -> dict:
-    deadline = time.monotonic() + args.phase_timeout
+    deadline = time.monotonic() + args.seed_timeout
     listed = await client.call_retrying("sessions.list", {"limit": 1}, deadline=deadline)
     existing = int(listed.get("totalCount", listed.get("count", 0)))
     missing = max(0, args.sessions - existing)
@@ -346,7 +347,7 @@ async def phase_sessions(args, client: BenchClient) -> dict:
                                            deadline=deadline)
                 created += 1
             except (CallError, asyncio.TimeoutError) as exc:
-                errors.append(str(exc))
+                errors.append(f"{type(exc).__name__}: {exc}")
 
     start = time.perf_counter()
     await asyncio.gather(*(create(i) for i in range(missing)))
@@ -405,16 +406,21 @@ async def run(args) -> dict:
         "wake": lambda: phase_rpc(args, client, "wake", lambda i: {"mode": "next-heartbeat", "text": f"bench wake {i}"}),
         "cli": lambda: asyncio.to_thread(phase_cli, args),
         "turns": lambda: phase_turns(args, client),
-        "slow_turns": lambda: phase_slow_turns(args, client),
+        "slow_small": lambda: phase_slow_turns(args, client, args.slow_small),
+        "slow_turns": lambda: phase_slow_turns(args, client, args.slow_turns),
         "sessions": lambda: phase_sessions(args, client),
     }  # fmt: skip
     try:
         for name in phases:
             print(f"[{args.name}] {name} ...", flush=True)
+            load_before = os.getloadavg()[0]
             try:
-                results[name] = await asyncio.wait_for(_await(steps[name]()), args.phase_timeout + 120)
+                bound = (args.seed_timeout if name == "sessions" else args.phase_timeout) + 300
+                results[name] = await asyncio.wait_for(_await(steps[name]()), bound)
             except Exception as exc:  # a failed phase is reported, the others still run
                 results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            # The 1-minute load average around the phase: other work on the machine skews numbers.
+            results[name]["loadavg"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             print(f"[{args.name}] {name}: {json.dumps(results[name])[:400]}", flush=True)
         results["rss_after_mb"] = rss_mb(args.pid)
         results["retries"] = client.retries
@@ -453,9 +459,12 @@ def rows(r: dict) -> list[tuple[str, Any]]:
     out.append(("chat.send ack p50 (ms)", get("turns", "sequential", "ack", "p50")))
     out.append(("burst turns/s (instant model)", get("turns", "burst", "turns_per_s")))
     out.append(("burst final p99 (ms)", get("turns", "burst", "final", "p99")))
-    out.append(("slow turns ok / total", f"{get('slow_turns', 'ok')} / {get('slow_turns', 'turns')}"))
-    out.append(("slow turns wall (s)", get("slow_turns", "wall_s")))
-    out.append(("RSS under slow-turn load, peak (MiB)", get("slow_turns", "rss_peak_mb")))
+    for phase in ("slow_small", "slow_turns"):
+        n = get(phase, "turns")
+        out.append((f"{n} slow turns at once: finished", f"{get(phase, 'ok')} / {n}"))
+        out.append((f"{n} slow turns at once: wall (s)", get(phase, "wall_s")))
+        out.append((f"{n} slow turns at once: final p50 (ms)", get(phase, "final", "p50")))
+        out.append((f"{n} slow turns at once: RSS peak (MiB)", get(phase, "rss_peak_mb")))
     out.append(("sessions in store", get("sessions", "list_100", "totalCount")))
     out.append(("sessions.list limit 100 p50 (ms)", get("sessions", "list_100", "p50")))
     out.append(("sessions.list limit 1000 p50 (ms)", get("sessions", "list_1000", "p50")))
@@ -485,10 +494,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns-n", type=int, default=20)
     parser.add_argument("--burst", type=int, default=100, help="concurrent instant turns for turns/s")
     parser.add_argument("--slow-turns", type=int, default=1000)
+    parser.add_argument("--slow-small", type=int, default=100)
     parser.add_argument("--sessions", type=int, default=10_000)
     parser.add_argument("--cli-n", type=int, default=3)
     parser.add_argument("--openclaw-cache", default=str(ROOT / ".cache/openclaw"))
     parser.add_argument("--phase-timeout", type=float, default=300, help="seconds; bounds every phase")
+    parser.add_argument("--seed-timeout", type=float, default=900, help="seconds; bounds seeding the sessions")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if not args.url.startswith(("ws://127.", "ws://localhost", "ws://[::1]")):
