@@ -84,6 +84,13 @@ def start_ticker_thread(*, interval_s: float | None = None) -> tuple[threading.T
     return thread, stop
 
 
+def _tick_and_close(*, sweep: bool) -> None:
+    try:
+        tick_once(sweep=sweep)
+    finally:
+        connections.close_all()  # executor threads are reused or dropped; hold no connection
+
+
 async def arun_ticker(stop_event: asyncio.Event, *, interval_s: float | None = None) -> None:
     """:func:`run_ticker` for an event loop: each pass runs in a worker thread."""
     from asgiref.sync import sync_to_async
@@ -92,7 +99,7 @@ async def arun_ticker(stop_event: asyncio.Event, *, interval_s: float | None = N
     last_sweep = 0.0
     while not stop_event.is_set():
         sweep = time.monotonic() - last_sweep >= SWEEP_EVERY_S
-        await sync_to_async(tick_once, thread_sensitive=False)(sweep=sweep)
+        await sync_to_async(_tick_and_close, thread_sensitive=False)(sweep=sweep)
         last_sweep = time.monotonic() if sweep else last_sweep
         try:
             await asyncio.wait_for(stop_event.wait(), interval)

@@ -10,6 +10,7 @@ from io import StringIO
 import pytest
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -69,6 +70,7 @@ async def test_arun_ticker_on_an_event_loop():
     stop.set()
     await asyncio.wait_for(task, 5)
     assert await exists()
+    await sync_to_async(lambda: connection.close())()  # the thread-sensitive executor's connection
 
 
 def test_maintenance_sweeps_run_and_survive_a_failure(monkeypatch):
