@@ -21,6 +21,16 @@ from tests.support.ws import GatewayClient
 ENGINE = (Path(__file__).resolve().parents[2] / "sessions_app" / "engine" / "__init__.py").exists()
 pytestmark = [pytest.mark.live, pytest.mark.skipif(not ENGINE, reason="needs the run engine (sessions_app/engine)")]
 
+@pytest.fixture(autouse=True)
+async def close_orm_thread_connection():
+    """ORM calls here run in asgiref's thread-sensitive executor; close its connection so
+    the test database can be dropped (PostgreSQL refuses while a session is open)."""
+    yield
+    from django.db import connection
+
+    await sync_to_async(lambda: connection.close())()
+
+
 RULES = [
     {"match": "remember the milk", "reply": "Noted: {system}"},
     {"match": "all quiet", "reply": "HEARTBEAT_OK"},

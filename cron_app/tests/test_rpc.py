@@ -12,6 +12,16 @@ from tests.support.ws import GatewayCallError, GatewayClient
 pytestmark = pytest.mark.live
 
 
+@pytest.fixture(autouse=True)
+async def close_orm_thread_connection():
+    """ORM calls here run in asgiref's thread-sensitive executor; close its connection so
+    the test database can be dropped (PostgreSQL refuses while a session is open)."""
+    yield
+    from django.db import connection
+
+    await sync_to_async(lambda: connection.close())()
+
+
 async def error_of(client, method, params):
     with pytest.raises(GatewayCallError) as caught:
         await client.call(method, params)
