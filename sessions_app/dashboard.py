@@ -85,6 +85,8 @@ def dashboard_counts(*, now: datetime | None = None) -> list[DashboardCount]:
         DashboardCount("deliveries-failed", "Failed deliveries", failed,
                        _changelist(Delivery, {"state__exact": Delivery.State.FAILED}), "gave up; retry from the list",
                        alert=failed > 0),
-        DashboardCount("delegates-live", "Live delegates", delegates, delegates_url, "delegated ACP workers not closed"),
-        DashboardCount("heartbeats-due", "Heartbeats due", heartbeats, heartbeats_url, "next heartbeat time has passed"),
+        DashboardCount("delegates-live", "Live delegates", delegates, delegates_url,
+                       "delegated ACP workers not closed"),
+        DashboardCount("heartbeats-due", "Heartbeats due", heartbeats, heartbeats_url,
+                       "next heartbeat time has passed"),
     ]  # fmt: skip

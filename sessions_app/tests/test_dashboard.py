@@ -22,8 +22,8 @@ def session(key: str) -> Session:
 
 
 def delivery(n: int, state: str) -> Delivery:
-    return Delivery.objects.create(idempotency_key=f"k{n}", kind=Delivery.Kind.SEND, target_session_key="agent:main:main",
-                                   state=state)  # fmt: skip
+    return Delivery.objects.create(idempotency_key=f"k{n}", kind=Delivery.Kind.SEND,
+                                   target_session_key="agent:main:main", state=state)
 
 
 def test_dashboard_counts_each_kind_of_row_and_links_its_changelist():
@@ -35,9 +35,10 @@ def test_dashboard_counts_each_kind_of_row_and_links_its_changelist():
         Run.objects.create(session=main, session_key=main.key, agent_id="main", status=status)
     for n, state in enumerate(("pending", "failed", "failed", "failed", "consumed")):
         delivery(n, state)
-    for n, (owner, state) in enumerate([(main.key, "idle"), (main.key, "running"), (main.key, "closed"), (None, "idle")]):
-        AcpSession.objects.create(session=session(f"agent:main:acp:{n}"), harness_agent="codex", owner_session_key=owner,
-                                  state=state)  # fmt: skip
+    workers = [(main.key, "idle"), (main.key, "running"), (main.key, "closed"), (None, "idle")]
+    for n, (owner, state) in enumerate(workers):
+        AcpSession.objects.create(session=session(f"agent:main:acp:{n}"), harness_agent="codex",
+                                  owner_session_key=owner, state=state)
     now = timezone.now()
     HeartbeatState.objects.create(agent_id="main", next_due_at=now - timedelta(minutes=1))
     HeartbeatState.objects.create(agent_id="ops", next_due_at=now + timedelta(minutes=5))

@@ -52,7 +52,8 @@ export function suggest(typed, labels = () => []) {
   const lower = typed.toLowerCase();
   const dynamic = TARGETED.flatMap(({ prefix, kind }) =>
     labels(kind).map((label) => ({ text: `${prefix}${label}`, help: kind === "delegate" ? "delegated worker" : "sub-agent" })));
-  const hits = [...COMMANDS, ...dynamic].filter((c) => c.text.toLowerCase().startsWith(lower) && c.text.toLowerCase() !== lower.trimEnd());
+  const wanted = (c) => c.text.toLowerCase().startsWith(lower) && c.text.toLowerCase() !== lower.trimEnd();
+  const hits = [...COMMANDS, ...dynamic].filter(wanted);
   return hits.slice(0, 8);
 }
 

@@ -95,8 +95,10 @@ export class WorkersPanel {
 
   card(worker) {
     return el("li", {},
-      el("button", { class: `worker state-${worker.state}`, type: "button", dataset: { key: worker.key, label: worker.label || "", kind: worker.kind },
-        onclick: () => this.viewer.open(worker) },
+      el("button", {
+        class: `worker state-${worker.state}`, type: "button", onclick: () => this.viewer.open(worker),
+        dataset: { key: worker.key, label: worker.label || "", kind: worker.kind },
+      },
       el("div", { class: "worker-head" }, el("span", { class: "worker-label" }, worker.label || shortKey(worker.key)),
         el("span", { class: `chip state-${worker.state}`, "data-testid": "worker-state" }, worker.state)),
       el("div", { class: "worker-meta" }, el("span", { class: "runtime" }, worker.runtime),
@@ -213,7 +215,8 @@ class TranscriptViewer {
       this.list.replaceChildren(...(items.length ? items : [el("li", { class: "note" }, "No messages yet.")]));
       this.list.scrollTop = this.list.scrollHeight;
     } catch (error) {
-      this.list.replaceChildren(el("li", { class: "note error" }, el("span", { class: "code" }, error.label || "ERROR"), " ", error.message));
+      const code = el("span", { class: "code" }, error.label || "ERROR");
+      this.list.replaceChildren(el("li", { class: "note error" }, code, " ", error.message));
     }
   }
 

@@ -150,13 +150,14 @@ export function messageItem(message, { extraClass = "" } = {}) {
   const role = message.role || "assistant";
   const meta = message.__openclaw || {};
   if (role === "user" && (message.provenance || {}).kind === "inter_session") return internalItem(message, meta);
-  const item = el(
+  const dataset = { id: meta.id || "", seq: meta.seq ?? "", runId: meta.runId || "" };
+  const aborted = message.stopReason === "aborted" ? el("span", { class: "tag" }, "aborted") : null;
+  return el(
     "li",
-    { class: `msg msg-${role} ${extraClass}`.trim(), dataset: { id: meta.id || "", seq: meta.seq ?? "", runId: meta.runId || "" } },
+    { class: `msg msg-${role} ${extraClass}`.trim(), dataset },
     el("div", { class: "meta" }, el("span", { class: "who" }, ROLE_NAMES[role] || role),
-      el("time", {}, clockTime(message.timestamp)), message.stopReason === "aborted" ? el("span", { class: "tag" }, "aborted") : null),
+      el("time", {}, clockTime(message.timestamp)), aborted),
     provenanceNote(message),
     messageBody(message),
   );
-  return item;
 }

@@ -80,7 +80,8 @@ export class Transcript {
     const keepBottom = this.nearBottom();
     if (!stream) {
       const item = el("li", { class: "msg msg-assistant streaming", dataset: { runId: payload.runId } },
-        el("div", { class: "meta" }, el("span", { class: "who" }, "Assistant"), el("span", { class: "typing" }, el("i"), el("i"), el("i"))),
+        el("div", { class: "meta" }, el("span", { class: "who" }, "Assistant"),
+          el("span", { class: "typing" }, el("i"), el("i"), el("i"))),
         el("div", { class: "body" }, el("div", { class: "text" })));
       stream = { item, chatSeq: 0 };
       this.streams.set(payload.runId, stream);
@@ -113,7 +114,8 @@ export class Transcript {
   /** The user's message until its transcript echo arrives. */
   addPending(key, text, { command = false } = {}) {
     const item = el("li", { class: `msg msg-user pending${command ? " command" : ""}`, dataset: { pendingKey: key } },
-      el("div", { class: "meta" }, el("span", { class: "who" }, "You"), el("span", { class: "tag" }, command ? "command" : "sending…")),
+      el("div", { class: "meta" }, el("span", { class: "who" }, "You"),
+        el("span", { class: "tag" }, command ? "command" : "sending…")),
       el("div", { class: "body" }, el("div", { class: "text" }, formatText(text))));
     this.pending.set(key, item);
     this.insert(item, this.localOrder());

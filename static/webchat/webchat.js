@@ -177,7 +177,8 @@ class WebChat {
     if (!this.hasMore || this.loadingOlder || !this.gateway.connected) return;
     this.loadingOlder = true;
     try {
-      const page = await this.gateway.request("chat.history", { sessionKey: this.key, limit: PAGE, offset: this.transcript.size });
+      const params = { sessionKey: this.key, limit: PAGE, offset: this.transcript.size };
+      const page = await this.gateway.request("chat.history", params);
       if (page.sessionId === this.sessionId) {
         this.transcript.prependPage(page.messages);
         this.hasMore = Boolean(page.hasMore);
@@ -332,7 +333,9 @@ class WebChat {
     const invoke = async (args) => {
       const reply = await this.gateway.request("tools.invoke", { sessionKey: this.key, tool: "sessions_send", args });
       const result = reply.result || {};
-      if (result.status === "error" || result.error) throw new GatewayError({ code: result.code || "INVALID_REQUEST", message: result.error || "follow-up refused" });
+      if (result.status === "error" || result.error) {
+        throw new GatewayError({ code: result.code || "INVALID_REQUEST", message: result.error || "follow-up refused" });
+      }
       return `Follow-up ${result.status || "sent"}; the reply comes back to this chat.`;
     };
     const command = async (text) => {
@@ -366,7 +369,9 @@ class WebChat {
     });
     input.addEventListener("input", () => this.grow());
     $("#stop").addEventListener("click", () => this.stop());
-    $("#session-picker").addEventListener("change", (event) => this.open(event.target.value).catch((error) => this.transcript.addError(error)));
+    $("#session-picker").addEventListener("change", (event) => {
+      this.open(event.target.value).catch((error) => this.transcript.addError(error));
+    });
     $("#panel-toggle").addEventListener("click", () => this.root.classList.toggle("panel-open"));
     $("#panel-close").addEventListener("click", () => this.root.classList.remove("panel-open"));
     $(".chat").addEventListener("click", () => this.root.classList.remove("panel-open")); // the scrim on phones
