@@ -19,8 +19,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ..models import Run, Session
-from ..services import run_events
+from ..models import Run, Session, TranscriptEntry
+from ..services import run_events, run_hooks
 from ..services.chat import COLLECT, collect_absorb, steer_drain
 from ..services.inbox import inbox_drain
 from ..services.sessions import transcript_append
@@ -114,6 +114,8 @@ def _give_up(run: Run) -> None:
         ):  # fmt: skip
             run.refresh_from_db()
             _after_terminal(run, text="", stop_reason="error", error_message=error["message"], seqs=(1, 1))
+            # Like every terminal transition: the run-finished hooks once, after commit.
+            transaction.on_commit(lambda: run_hooks.run_finished(run))
 
 
 def renew_leases(*, owner: str, run_pks: list[int], lease_s: float) -> set[int]:
@@ -151,6 +153,7 @@ class TurnState:
     run: Run
     session: Session | None
     inputs: list[dict[str, Any]]
+    nothing_new: bool = False  # a delivery turn with nothing to read: no model call
 
 
 def turn_begin(*, run_pk: int) -> TurnState:
@@ -174,6 +177,15 @@ def record_inputs(*, state: TurnState) -> None:
         key = f"{item.get('runId', run.run_id)}:input"
         transcript_append(session=session, role="user", content=text, run_id=run.run_id,
                           provenance=_input_provenance(item, run), idempotency_key=key)  # fmt: skip
+    state.nothing_new = _nothing_new(state)
+
+
+def _nothing_new(state: TurnState) -> bool:
+    """A turn started for a delivery that another turn already read: nothing of this run
+    is in the transcript (no input, nothing drained, now or in an earlier attempt)."""
+    if state.run.input.get("source") != "delivery":
+        return False
+    return not TranscriptEntry.objects.filter(session=state.session, run_id=state.run.run_id).exists()
 
 
 def _input_text(item: dict[str, Any]) -> str:

@@ -72,7 +72,9 @@ class Turn:
         try:
             async with asyncio.timeout(timeout):
                 await self._start()
-                if await db(_is_acp)(self.state.session):
+                if self.state.nothing_new:
+                    self.stop_reason = "nothing_new"
+                elif await db(_is_acp)(self.state.session):
                     await self._acp_steps(timeout)
                 else:
                     await self._steps()

@@ -235,12 +235,16 @@ def _append_input(session: Session, run: Run, run_input: dict, *, source_run_id:
 
 def run_abort(*, run: Run, reason: str = "aborted") -> bool:
     """Abort one run: a queued run ends ``aborted`` now; a running one gets
-    ``abort_requested`` and its engine is told (it also polls). True if it was active."""
+    ``abort_requested`` and its engine is told (it also polls). True only if the run was
+    still active when the row was updated (one that ended meanwhile gives False)."""
     if run.status == Run.Status.QUEUED:
-        return _abort_queued(run, reason)
+        if _abort_queued(run, reason):
+            return True
+        run.refresh_from_db(fields=["status"])  # claimed (or ended) meanwhile
     if run.status != Run.Status.RUNNING:
         return False
-    Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(abort_requested=True)
+    if not Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(abort_requested=True):
+        return False
     run_id = run.run_id
     transaction.on_commit(lambda: _tell_engines({"type": "engine.abort", "runId": run_id}))
     return True

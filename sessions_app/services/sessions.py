@@ -227,7 +227,7 @@ def session_reset(*, key: str, reason: str = "reset") -> Session:
     canonical = canonical_key(key, method="sessions.reset")
     with transaction.atomic():
         session, _ = _lock_or_create(canonical)
-        _abort_session_runs(session)
+        _abort_session_runs(session, reason=f"session {reason}")
         TranscriptEntry.objects.filter(session=session, archived=False).update(archived=True)
         _rotate(session)
         session.save()
@@ -248,15 +248,18 @@ def _rotate(session: Session) -> None:
         session.model_override = session.provider_override = session.model_override_source = None
 
 
-def _abort_session_runs(session: Session) -> list[str]:
-    """Stop the session's runs: queued ones end ``aborted``, running ones are asked to stop."""
-    active = Run.objects.active().filter(Q(session=session) | Q(session_key=session.key))
-    run_ids = list(active.values_list("run_id", flat=True))
-    active.filter(status=Run.Status.QUEUED).update(
-        status=Run.Status.ABORTED, abort_requested=True, ended_at=timezone.now()
-    )
-    active.filter(status=Run.Status.RUNNING).update(abort_requested=True)
-    return run_ids
+def _abort_session_runs(session: Session, *, reason: str) -> list[str]:
+    """Stop the session's runs through the abort service (``chat.run_abort``: the chat
+    ``aborted`` event, the engine notice, the run-finished hooks): queued ones end
+    ``aborted``, then running ones are asked to stop. Returns the ids aborted."""
+    from .chat import run_abort
+
+    active = list(Run.objects.active().filter(Q(session=session) | Q(session_key=session.key)))
+    for run in active:
+        if run.session_id == session.pk:
+            run.session = session  # the caller saves this instance: it must see the events' seq
+    ordered = sorted(active, key=lambda run: (run.status != Run.Status.QUEUED, run.created_at, run.pk))
+    return [run.run_id for run in ordered if run_abort(run=run, reason=reason)]
 
 
 def session_delete(*, key: str, delete_transcript: bool = True) -> dict[str, Any]:
@@ -269,7 +272,7 @@ def session_delete(*, key: str, delete_transcript: bool = True) -> dict[str, Any
         session = Session.objects.select_for_update().filter(key=canonical).first()
         if session is None:
             return {"ok": True, "key": canonical, "deleted": False, "archived": []}
-        _abort_session_runs(session)
+        _abort_session_runs(session, reason="session deleted")
         archived = _archive_transcripts(session)
         row = session_row(session)
         session.delete()
