@@ -26,6 +26,13 @@ class SessionNotFoundError(NotFoundError):
         super().__init__(message or f"No session found: {key}", details=_details("SESSION_NOT_FOUND", key=key))
 
 
+class RunNotFoundError(NotFoundError):
+    """No run with this ``runId``."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run not found: {run_id}", details=_details("RUN_NOT_FOUND", runId=run_id))
+
+
 class SessionSelectorError(InvalidRequestError):
     """``sessions.resolve`` needs exactly one of key, sessionId, label."""
 
@@ -129,6 +136,7 @@ __all__ = [
     "LabelInUseError",
     "MainSessionDeleteError",
     "MalformedSessionKeyError",
+    "RunNotFoundError",
     "SendBlockedError",
     "SessionActiveError",
     "SessionExistsError",

@@ -19,6 +19,7 @@ from . import keys
 from .exceptions import (
     AmbiguousSessionError,
     MalformedSessionKeyError,
+    RunNotFoundError,
     SendBlockedError,
     SessionNotFoundError,
     SessionSelectorError,
@@ -67,6 +68,14 @@ def session_get(*, key: str, message: str | None = None) -> Session:
     if session is None:
         raise SessionNotFoundError(canonical, message.format(key=canonical) if message else None)
     return session
+
+
+def run_get(*, run_id: str) -> Run:
+    """The run of ``run_id``; raises :class:`RunNotFoundError`."""
+    run = Run.objects.filter(run_id=run_id).first()
+    if run is None:
+        raise RunNotFoundError(run_id)
+    return run
 
 
 def is_main_session_key(key: str, *, agent_id: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 from django.db.models import Q
 
-from .models import Session, TranscriptEntry
+from .models import Run, Session, TranscriptEntry
 
 # Per-session toggles kept in ``Session.settings`` under their wire names.
 SETTING_FIELDS = (
@@ -182,3 +182,16 @@ def message_row(entry: TranscriptEntry) -> dict[str, Any]:
     row = {name: value for name, value in row.items() if value is not None}
     row["__openclaw"] = {"id": entry.message_id, "seq": entry.seq, "runId": entry.run_id}
     return row
+
+
+def run_row(run: Run) -> dict[str, Any]:
+    """One run (REST ``/runs/<runId>``): state, input message, output, error, usage, timing."""
+    row = {
+        "runId": run.run_id, "sessionKey": run.session_key or None, "agentId": run.agent_id, "kind": run.kind,
+        "status": run.status, "message": (run.input or {}).get("message"), "output": run.output or None,
+        "error": run.error, "usage": run.usage or None, "attempts": run.attempts,
+        "abortRequested": run.abort_requested, "parentRunId": run.parent_run_id,
+        "createdAt": ms(run.created_at), "startedAt": ms(run.started_at), "endedAt": ms(run.ended_at),
+        "durationMs": run.duration_ms,
+    }  # fmt: skip
+    return {name: value for name, value in row.items() if value is not None}

@@ -19,6 +19,7 @@ urlpatterns = [
     path("sessions/<path:key>/inject", views.TranscriptInjectApi.as_view(), name="api-session-inject"),
     path("", include("sessions_app.api.subagents")),
     path("", include("sessions_app.api.deliveries")),
+    path("", include("sessions_app.api.runs")),
     path("", include("cron_app.api.urls")),
     path("", include("acp_app.api.urls")),
     path("sessions/<path:key>", views.SessionDetailApi.as_view(), name="api-session"),
