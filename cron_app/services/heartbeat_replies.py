@@ -114,8 +114,10 @@ def _restore_updated_at(run: Run) -> None:
 
 
 def _mark_suppressed(run: Run, status: str) -> None:
-    """Flag the run's assistant entries so transcripts and WebChat can hide them."""
-    entries = TranscriptEntry.objects.filter(run_id=run.run_id, role=TranscriptEntry.Role.ASSISTANT)
+    """Flag the run's prompt and reply entries so transcripts and WebChat can hide them
+    (the drained ``System:`` lines stay visible)."""
+    roles = (TranscriptEntry.Role.USER, TranscriptEntry.Role.ASSISTANT)
+    entries = TranscriptEntry.objects.filter(run_id=run.run_id, role__in=roles)
     for entry in entries:
         entry.provenance = {**(entry.provenance or {}), "heartbeat": {"status": status, "suppressed": True}}
         entry.save(update_fields=["provenance"])

@@ -258,6 +258,8 @@ def _enqueue_run(
         "message": heartbeat_prompt(cfg=cfg, session_key=session_key, hb=hb, request=request, now=now),
         "heartbeat": True, "source": request.source, "intent": request.intent, "reason": request.reason,
         "ackMaxChars": hb.ack_max_chars, "restoreUpdatedAt": session.updated_at.isoformat(),
+        # Marks the prompt's transcript entry, so UIs can tell it from what a user typed.
+        "inputProvenance": {"kind": "heartbeat", "reason": request.reason, "source": request.source},
     }  # fmt: skip
     if hb.model:
         payload["model"] = hb.model

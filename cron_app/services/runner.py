@@ -226,7 +226,8 @@ def _turn_input(cfg, job: CronJob, run: CronRun) -> dict[str, Any]:
     payload = job.payload or {}
     local = timezone.now().astimezone(zone("user", user_timezone=user_timezone(cfg)))
     message = f"[cron:{job.job_id} {job.name}] {payload['message'].strip()}\nCurrent time: {local:%Y-%m-%d %H:%M:%S %Z}"
-    data: dict[str, Any] = {"message": message, "cron": {"jobId": job.job_id, "cronRunId": run.pk}}
+    data: dict[str, Any] = {"message": message, "cron": {"jobId": job.job_id, "cronRunId": run.pk},
+                            "inputProvenance": {"kind": "cron", "jobId": job.job_id}}  # fmt: skip
     for name in ("model", "thinking"):
         if payload.get(name):
             data[name] = payload[name]

@@ -372,8 +372,11 @@ def test_cron_concurrent_ticks_fire_a_slot_once():
             thread.start()
         for thread in threads:
             thread.join(30)
+        # maxConcurrentRuns (1) may have made both skip a job this round; the next tick
+        # catches up, and still no slot runs twice.
+        fired.extend(cron_tick())
     assert not errors
-    assert len(fired) == 5
+    assert sorted(run.job_uid for run in fired) == sorted(job.job_id for job in jobs)
     for job in jobs:
         assert CronRun.objects.filter(job_uid=job.job_id).count() == 1
 
