@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from cron_app.models import CronRun, HeartbeatState
-from sessions_app.models import Run, Session, SystemEvent
+from sessions_app.models import Run, Session, SystemEvent, TranscriptEntry
 from tests.support.ws import GatewayClient
 
 ENGINE = (Path(__file__).resolve().parents[2] / "sessions_app" / "engine" / "__init__.py").exists()
@@ -73,6 +73,10 @@ async def test_wake_now_runs_a_heartbeat_and_acks_silently(rules_gateway):
     run = await sync_to_async(Run.objects.get)(kind="heartbeat")
     event = await sync_to_async(SystemEvent.objects.get)()
     assert (run.status, event.consumed_by_run_id) == ("ok", run.run_id)
+    entries = await sync_to_async(lambda: {e.role: e.provenance for e in TranscriptEntry.objects.filter(run_id=run.run_id)})()
+    assert entries["user"]["kind"] == "heartbeat" and entries["user"]["heartbeat"]["suppressed"] is True
+    assert entries["assistant"]["heartbeat"] == {"status": "ok-token", "suppressed": True}
+    assert "heartbeat" not in entries["system"]  # the drained System: line stays visible
 
 
 async def test_system_event_survives_a_gateway_restart_and_reaches_the_next_turn(rules_gateway):
