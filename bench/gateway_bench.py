@@ -461,8 +461,11 @@ def rows(r: dict) -> list[tuple[str, Any]]:
     out.append(("burst final p99 (ms)", get("turns", "burst", "final", "p99")))
     for phase in ("slow_small", "slow_turns"):
         n = get(phase, "turns")
+        if n is None:
+            continue
+        wall = get(phase, "wall_s")
         out.append((f"{n} slow turns at once: finished", f"{get(phase, 'ok')} / {n}"))
-        out.append((f"{n} slow turns at once: wall (s)", get(phase, "wall_s")))
+        out.append((f"{n} slow turns at once: wall (s)", f"{wall} (timed out)" if get(phase, "timed_out") else wall))
         out.append((f"{n} slow turns at once: final p50 (ms)", get(phase, "final", "p50")))
         out.append((f"{n} slow turns at once: RSS peak (MiB)", get(phase, "rss_peak_mb")))
     out.append(("sessions in store", get("sessions", "list_100", "totalCount")))

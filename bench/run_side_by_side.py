@@ -198,6 +198,7 @@ def _measure(name: str, command: list[str], *, env: dict, port: int, url: str, c
         subprocess.run(bench, cwd=ROOT, env=_clean_env(), check=True, timeout=args.bench_timeout)
         result = json.loads(out.read_text())
         result["startup_s"] = ready_s
+        result["git"] = machine()["git"]
         out.write_text(json.dumps(result, indent=2))
         return result
     finally:
@@ -208,7 +209,7 @@ def _measure(name: str, command: list[str], *, env: dict, port: int, url: str, c
 # --- the report --------------------------------------------------------------------------
 
 HIGHER_IS_BETTER = ("req/s", "turns/s")
-NOT_COMPARED = ("sessions in store", "returned", "ok / total")
+NOT_COMPARED = ("sessions in store", "returned")
 
 
 def ratio(metric: str, theirs, ours) -> str:
@@ -248,7 +249,7 @@ def report(results: dict[str, dict], args) -> str:
         "",
         f"- CPU: {m['cpu']}, {m['nproc']} cores (`nproc`); memory {m['memory_gib']} GiB; Linux {m['kernel']}",
         f"- OpenClaw: `openclaw@2026.9.6` from npm ({theirs.get('server', {}).get('version', '—')}), Node {m['node']}",
-        f"- This gateway: git `{m['git']}` ({ours.get('server', {}).get('version', '—')}), Python {m['python']},"
+        f"- This gateway: git `{ours.get('git') or m['git']}` ({ours.get('server', {}).get('version', '—')}), Python {m['python']},"
         " embedded default (SQLite WAL, in-memory channel layer, daphne + run engine in one process)",
         f"- Date: {m['date']}. Both gateways ran one after the other on the same machine, with the same fake model.",
         "",
@@ -261,6 +262,9 @@ def report(results: dict[str, dict], args) -> str:
     startup = [("startup until hello-ok (s)", theirs.get("startup_s"), ours.get("startup_s"))]
     for metric, theirs_value, ours_value in startup + [(k, their_rows.get(k), v) for k, v in gateway_bench.rows(ours)]:
         lines.append(f"| {metric} | {_cell(theirs_value)} | {_cell(ours_value)} | {ratio(metric, theirs_value, ours_value)} |")
+    findings = ROOT / "bench/findings.md"
+    if findings.exists():  # hand-written reading of the numbers, kept next to the scripts
+        lines += ["", findings.read_text().strip()]
     lines += ["", *_notes(theirs, ours, args), "", *_reproduce()]
     return "\n".join(lines) + "\n"
 
@@ -398,7 +402,11 @@ def main() -> None:
         (ROOT / "docs/benchmarks.md").write_text(text)
         print("wrote docs/benchmarks.md")
     print(text)
-    shutil.rmtree(workdir, ignore_errors=True)
+    failed = any(isinstance(v, dict) and ("error" in v or v.get("timed_out")) for r in results.values() for v in r.values())
+    if failed:  # keep the gateway logs of a run that had trouble
+        print(f"gateway logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
