@@ -159,6 +159,10 @@ def _request_agent(cfg: GatewayConfig, agent_id: str, request: HeartbeatRequest)
         if not heartbeats_enabled() or (hb is None and not _may_run_unscheduled(cfg, agent_id, request)):
             return _skip(state, request, "disabled", now)
         deferral = _deferral(state, request, agent_id, now)
+        if deferral == "flood" and request.session_key:
+            # A targeted event would be stranded on a session no scheduled heartbeat visits:
+            # retry once the flood window has passed.
+            return _park(state, request, "flood", now, retry_at=_flood_ends(agent_id, now))
         if deferral:
             return _defer(state, deferral)
         return _gate_and_enqueue(cfg, state, hb or HeartbeatConfig(), request, now)
@@ -190,6 +194,12 @@ def _deferral(state: HeartbeatState, request: HeartbeatRequest, agent_id: str, n
     if not_due:
         return "not-due"
     return "min-spacing" if now - state.last_run_at < MIN_SPACING else ""
+
+
+def _flood_ends(agent_id: str, now: datetime) -> datetime:
+    recent = Run.objects.filter(kind=Run.Kind.HEARTBEAT, agent_id=agent_id, created_at__gte=now - FLOOD_WINDOW)
+    oldest = recent.order_by("created_at").values_list("created_at", flat=True).first() or now
+    return max(oldest + FLOOD_WINDOW, now + BUSY_RETRY)
 
 
 def _gate_and_enqueue(
@@ -330,14 +340,17 @@ def _skip(
     return HeartbeatOutcome("skipped", state.agent_id, reason, request.session_key or "")
 
 
-def _park(state: HeartbeatState, request: HeartbeatRequest, reason: str, now: datetime) -> HeartbeatOutcome:
-    """Keep one pending wake per target (the higher priority wins) for a retry in 1 s."""
+def _park(
+    state: HeartbeatState, request: HeartbeatRequest, reason: str, now: datetime, *, retry_at: datetime | None = None
+) -> HeartbeatOutcome:
+    """Keep one pending wake per target (the higher priority wins) for a retry in 1 s
+    (or at ``retry_at``)."""
     pending = dict(state.pending_wakes or {})
     previous = pending.get(request.target)
     if previous is None or PRIORITY.get(request.intent, 2) >= PRIORITY.get(previous.get("intent"), 2):
         pending[request.target] = {**asdict(request), "busy": reason}
     state.pending_wakes = pending
-    state.retry_at = now + BUSY_RETRY
+    state.retry_at = retry_at or now + BUSY_RETRY
     state.last_skip_reason = reason
     fields = ["pending_wakes", "retry_at", "last_skip_reason", "updated_at"]
     if previous is None:

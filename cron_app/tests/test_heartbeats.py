@@ -201,6 +201,23 @@ def test_heartbeat_flood_guard_defers_after_five_runs(gateway_config, clock):
     assert heartbeat_request(source="manual", intent="immediate", reason="wake", agent_id="main")[0].status == "queued"
 
 
+def test_heartbeat_flood_parks_a_targeted_wake_until_the_window_passes(gateway_config, clock):
+    """A targeted wake deferred by the flood guard is not lost: it runs once the 60 s
+    window of the earlier runs has passed."""
+    for _ in range(5):
+        wake(mode="now", text="x", session_key="agent:main:main")
+        finish_run(heartbeat_runs().get(status=Run.Status.QUEUED), text="HEARTBEAT_OK")
+    wake(mode="now", text="important", session_key="agent:main:ops-room")
+    assert not heartbeat_runs().filter(session_key="agent:main:ops-room").exists()
+    assert HeartbeatState.objects.get(agent_id="main").last_skip_reason == "flood"
+    clock.shift(timedelta(seconds=30))
+    heartbeat_tick()
+    assert not heartbeat_runs().filter(session_key="agent:main:ops-room").exists()
+    clock.shift(timedelta(seconds=31))
+    heartbeat_tick()
+    assert heartbeat_runs().filter(session_key="agent:main:ops-room").count() == 1
+
+
 def test_heartbeat_busy_session_retries_after_one_second(gateway_config, clock):
     """A wake of a session with a running turn parks (``requests-in-flight``); ticks retry
     it every second and the end of the blocking run retries it at once."""
