@@ -230,6 +230,26 @@ def record_assistant(*, state: TurnState, text: str, calls: list[dict[str, Any]]
                       usage=usage, stop_reason=stop_reason, provider=provider, model=model)  # fmt: skip
 
 
+def pending_tool_calls(*, state: TurnState) -> list[dict[str, Any]]:
+    """The tool calls this run recorded without a result: its engine died between a step's
+    calls and their results. A resumed turn runs them before asking the model again, so
+    no call (a ``sessions_send``, a spawn) is silently dropped; sends are idempotent per
+    run and call id."""
+    if state.session is None:
+        return []
+    calls: dict[str, dict[str, Any]] = {}
+    answered: set[str] = set()
+    rows = TranscriptEntry.objects.filter(session=state.session, run_id=state.run.run_id, archived=False,
+                                          role__in=("assistant", "tool")).order_by("seq")  # fmt: skip
+    for entry in rows:
+        for block in entry.content or []:
+            if block.get("type") == "toolCall":
+                calls[block["id"]] = block
+            elif block.get("type") == "toolResult":
+                answered.add(block.get("toolCallId"))
+    return [call for call_id, call in calls.items() if call_id not in answered]
+
+
 def record_tool_result(*, state: TurnState, call: dict[str, Any], result_text: str, is_error: bool) -> None:
     block = {"type": "toolResult", "toolCallId": call["id"], "toolName": call["name"], "isError": is_error,
              "text": result_text}  # fmt: skip

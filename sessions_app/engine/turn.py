@@ -108,6 +108,9 @@ class Turn:
         await db(store.record_inputs)(state=self.state)
 
     async def _steps(self) -> None:
+        pending = await db(store.pending_tool_calls)(state=self.state)  # a run taken over mid-step
+        await asyncio.gather(*(self._tool(ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments") or {}))
+                               for c in pending))  # fmt: skip
         for step in range(settings_max_steps()):
             if step:
                 await db(store.prepare_step)(state=self.state)
