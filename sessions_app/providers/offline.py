@@ -24,6 +24,9 @@ from . import ModelRequest, ProviderError, Stop, StreamItem, TextDelta, ToolCall
 
 BUILTIN_RULES: list[dict[str, Any]] = [
     {"on": "tool", "reply": "Done. {toolResults}"},
+    # A heartbeat with nothing queued is acknowledged (and so stays silent), as a real
+    # model following the default heartbeat prompt does; one with System: lines is answered.
+    {"match": "reply HEARTBEAT_OK", "unlessSystem": True, "reply": "HEARTBEAT_OK"},
     {"reply": "Hello! I'm the offline model of this gateway. You said: {user}"},
 ]
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
@@ -89,6 +92,8 @@ def choose_rule(rules: list[dict[str, Any]], latest: LatestInput) -> tuple[dict[
 def _matches(rule: dict[str, Any], latest: LatestInput) -> tuple[bool, re.Match | None]:
     on = rule.get("on") or ("user" if rule.get("toolCalls") else "any")
     if (on == "user" and not latest.has_user) or (on == "tool" and not latest.has_tool):
+        return False, None
+    if rule.get("unlessSystem") and latest.system:
         return False, None
     if rule.get("regex"):
         match = re.search(rule["regex"], latest.text)

@@ -83,3 +83,14 @@ async def test_offline_rules_path_from_the_config(rules, tmp_path, gateway_confi
     gateway_config({"models": {"providers": {"offline": {"rulesPath": str(path)}}}})
     _, text = await collect([{"role": "user", "content": "hi"}])
     assert text == "configured"
+
+
+async def test_offline_builtin_rule_acks_a_quiet_heartbeat_and_answers_a_busy_one(rules):
+    """The default heartbeat prompt gets HEARTBEAT_OK unless System: lines came with it."""
+    from openclaw_site.config import DEFAULT_HEARTBEAT_PROMPT
+
+    _, quiet = await collect([{"role": "user", "content": DEFAULT_HEARTBEAT_PROMPT}])
+    assert quiet == "HEARTBEAT_OK"
+    busy = f"System: [2026-12-02T06:00:00Z] deploy finished\n\n{DEFAULT_HEARTBEAT_PROMPT}"
+    _, answer = await collect([{"role": "user", "content": busy}])
+    assert answer.startswith("Hello! I'm the offline model")

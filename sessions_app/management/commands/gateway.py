@@ -1,4 +1,4 @@
-"""Run the gateway: daphne (HTTP + WebSocket), the run engine and the django-q2 cluster.
+"""Run the gateway: daphne (HTTP + WebSocket), the run engine, the django-q2 cluster and the ticker.
 
 ``--role all`` (default) runs the three together: the engine as a task on daphne's
 asyncio loop (the in-memory channel layer only reaches within one process) and the
@@ -54,6 +54,7 @@ class Command(BaseCommand):
         if "web" in roles:
             self._check_bind(host, allow_unauthenticated)
         worker = start_worker() if "worker" in roles else None
+        ticker = start_ticker() if "worker" in roles else None
         try:
             if "web" in roles:
                 self._serve(host, port, engine="engine" in roles)
@@ -65,6 +66,9 @@ class Command(BaseCommand):
             else:
                 wait_for_signal(worker)
         finally:
+            if ticker is not None:
+                ticker[1].set()
+                ticker[0].join(timeout=3)
             if worker is not None:
                 stop_worker(worker)
 
@@ -141,6 +145,18 @@ def start_worker() -> subprocess.Popen:
     """The django-q2 cluster (``manage.py qcluster``) as a child in its own process group."""
     manage = Path(settings.BASE_DIR) / "manage.py"
     return subprocess.Popen([sys.executable, str(manage), "qcluster"], start_new_session=True)
+
+
+def start_ticker():
+    """Declare the django-q2 schedules (the durable minute tick) and start the in-process
+    ticker (heartbeats, cron slots and parked wakes at second resolution)."""
+    from cron_app.scheduler import schedules_ensure, start_ticker_thread
+
+    try:
+        schedules_ensure()
+    except Exception:  # the ticker still runs; the schedules are re-declared on migrate
+        logger.exception("could not declare the django-q2 schedules")
+    return start_ticker_thread()
 
 
 def stop_worker(process: subprocess.Popen) -> None:
