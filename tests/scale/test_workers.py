@@ -1,0 +1,48 @@
+"""Two worker processes (each a django-q2 cluster on the Redis broker plus the scheduler
+ticker): heartbeat and cron slots fire once across them (DESIGN §7)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from cron_app.models import CronRun
+from cron_app.services import cron_job_add
+from sessions_app.models import Run
+
+from .conftest import needs_postgres_and_redis
+
+pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True), needs_postgres_and_redis]
+WINDOW_S = 12
+
+
+@pytest.mark.timeout(180)
+async def test_heartbeat_and_cron_slots_fire_once_across_two_worker_clusters(cluster):
+    c = cluster(config={"agents": {"defaults": {"heartbeat": {"every": "2s", "target": "none"}}}})
+    c.start_many("engine", "worker", "worker")
+    job = await sync_to_async(cron_job_add)(data={
+        "name": "every two seconds", "schedule": {"kind": "every", "everyMs": 2000},
+        "sessionTarget": "isolated", "payload": {"kind": "agentTurn", "message": "slow 1"},
+    })  # fmt: skip
+    started = time.monotonic()
+    time.sleep(WINDOW_S)
+    workers = c.processes[1:]
+    for process in workers:
+        process.send_signal(signal.SIGTERM)
+    for process in workers:
+        process.stop()
+    elapsed = time.monotonic() - started
+    runs = await sync_to_async(lambda: list(CronRun.objects.filter(job_uid=job.job_id, manual=False)))()
+    slots = Counter(run.scheduled_for for run in runs)
+    assert slots and max(slots.values()) == 1, slots
+    assert 3 <= len(runs) <= elapsed / 2 + 1, len(runs)
+    beats = await sync_to_async(lambda: sorted(Run.objects.filter(kind="heartbeat").values_list("created_at", flat=True)))()
+    gaps = [(b - a).total_seconds() for a, b in zip(beats, beats[1:])]
+    assert 2 <= len(beats) <= elapsed / 2 + 1, beats
+    assert all(gap >= 1.5 for gap in gaps), gaps
+    print(f"\nworkers: {len(runs)} cron slots and {len(beats)} heartbeats in {elapsed:.1f}s across two clusters, "
+          f"none twice")  # fmt: skip
