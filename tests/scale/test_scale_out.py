@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 import pytest
 from asgiref.sync import sync_to_async
 
-from sessions_app.models import Run, TranscriptEntry
+from sessions_app.models import Run, SessionEvent, TranscriptEntry
 from tests.support.ws import GatewayClient
 
 from .conftest import needs_postgres_and_redis
@@ -132,6 +132,42 @@ async def test_each_run_is_claimed_by_exactly_one_of_three_engines(cluster):
     per_engine = Counter(owner_pid(r.lease_owner) for r in runs)
     FIGURES["once"] = {"runs": 75, "engines_used": len(per_engine), "per_engine": sorted(per_engine.values()),
                        "send_seconds": round(sent, 1), "seconds": round(elapsed, 1)}  # fmt: skip
+
+
+async def test_a_client_that_drops_and_resumes_on_the_other_web_process_misses_nothing(cluster):
+    """A client sees a turn on web 1, drops while the next turns run on the engine, then
+    resumes on web 2 with ``afterSeq``: exactly the missed events (the stored ones, in
+    order), then live ones, each once."""
+    c = cluster()
+    web1, web2, _engine = c.start_many("web", "web", "engine")
+    key = "agent:main:resume"
+    first = await connect(web1)
+    await first.call("sessions.messages.subscribe", {"key": key})
+    await first.call("chat.send", {"sessionKey": key, "message": "slow 1", "idempotencyKey": "resume-1"})
+    await first.wait_event("chat", final_of("resume-1"), timeout=30)
+    await asyncio.sleep(0.3)
+    last_seen = max(f["payload"]["sessionSeq"] for f in first.events if "sessionSeq" in f.get("payload", {}))
+    await first.call("chat.send", {"sessionKey": key, "message": "slow 2", "idempotencyKey": "resume-2"})
+    await first.close()  # drops while turn 2 runs on the engine
+    other = await connect(web1)
+    await other.call("chat.send", {"sessionKey": key, "message": "slow 3", "idempotencyKey": "resume-3"})
+    await other.close()
+    await wait_settled(["resume-2", "resume-3"], timeout=30)
+    missed = await sync_to_async(lambda: list(SessionEvent.objects.filter(session_key=key, seq__gt=last_seen)
+                                              .order_by("seq").values_list("seq", flat=True)))()  # fmt: skip
+    back = await connect(web2)
+    try:
+        result = await back.call("sessions.messages.subscribe", {"key": key, "afterSeq": last_seen})
+        replayed = [f["payload"]["sessionSeq"] for f in back.events if "sessionSeq" in f.get("payload", {})]
+        assert result["replayed"] == len(missed) > 0 and replayed == missed
+        await back.call("chat.send", {"sessionKey": key, "message": "slow 4", "idempotencyKey": "resume-4"})
+        await back.wait_event("chat", final_of("resume-4"), timeout=30)
+        await asyncio.sleep(0.3)
+        seqs = [f["payload"]["sessionSeq"] for f in back.events if "sessionSeq" in f.get("payload", {})]
+        assert seqs == sorted(seqs) and len(seqs) == len(set(seqs)) and seqs[: len(missed)] == missed
+    finally:
+        await back.close()
+    FIGURES["resume"] = {"missed": len(missed), "replayed": len(replayed), "after_resume_live": len(seqs) - len(missed)}
 
 
 def test_scale_figures_are_reported(capsys):

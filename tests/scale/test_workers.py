@@ -13,6 +13,7 @@ from asgiref.sync import sync_to_async
 from cron_app.models import CronRun
 from cron_app.services import cron_job_add
 from sessions_app.models import Run
+from tests.support.cluster import wait_until
 
 from .conftest import needs_postgres_and_redis
 
@@ -50,3 +51,45 @@ async def test_heartbeat_and_cron_slots_fire_once_across_two_worker_clusters(clu
     assert all(gap >= 0.9 for gap in gaps), (gaps, beats)  # due every 2 s, ticks every 1 s: never the same slot twice
     print(f"\nworkers: {len(runs)} cron slots and {len(interval)} interval heartbeats in {elapsed:.1f}s across two clusters, "
           f"none twice")  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+async def test_a_worker_killed_during_cron_slots_leaves_the_other_firing_each_slot_once(cluster):
+    """SIGKILL one worker (its gateway process, ticker and django-q2 cluster) while a job
+    fires every second: the other worker goes on firing, no slot twice, every fired slot
+    ends (no cron run left ``running``)."""
+    c = cluster()
+    _engine, doomed, survivor = c.start_many("engine", "worker", "worker")
+    job = await sync_to_async(cron_job_add)(data={
+        "name": "every second", "schedule": {"kind": "every", "everyMs": 1000},
+        "sessionTarget": "isolated", "payload": {"kind": "agentTurn", "message": "slow 2"},
+    })  # fmt: skip
+    time.sleep(4)
+    qcluster = doomed.descendants()
+    doomed.kill_tree()
+    killed_at = time.monotonic()
+    assert qcluster
+    wait_until(lambda: not any(_alive(pid) for pid in qcluster), timeout=10, what="the killed cluster gone")
+    fired = lambda: list(CronRun.objects.filter(job_uid=job.job_id, manual=False))  # noqa: E731
+    before = len(await sync_to_async(fired)())
+    time.sleep(5)
+    survivor.send_signal(signal.SIGTERM)
+    survivor.stop()
+    deadline = time.monotonic() + 30
+    while await sync_to_async(lambda: CronRun.objects.filter(job_uid=job.job_id, status="running").exists())():
+        assert time.monotonic() < deadline, "cron runs left running"
+        time.sleep(0.5)
+    runs = await sync_to_async(fired)()
+    slots = Counter(run.scheduled_for for run in runs)
+    assert max(slots.values()) == 1, slots
+    assert len(runs) - before >= 2, (before, len(runs))  # the survivor kept firing after the kill
+    print(f"\nworker killed: {before} slots before, {len(runs) - before} after "
+          f"({time.monotonic() - killed_at:.1f}s), none twice, none left running")  # fmt: skip
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

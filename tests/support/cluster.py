@@ -76,6 +76,32 @@ class GatewayProcess:
         except ProcessLookupError:
             pass
 
+    def descendants(self) -> list[int]:
+        """Pids of every live descendant (the django-q2 cluster runs in its own session)."""
+        children: dict[int, list[int]] = {}
+        for stat in glob.glob("/proc/[0-9]*/stat"):
+            try:
+                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(Path(stat).parent.name))
+        found, todo = [], [self.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def kill_tree(self) -> None:
+        """SIGKILL the process and all its descendants at once (a machine losing power)."""
+        pids = [self.pid, *self.descendants()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(timeout=5)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int | None:
         if self.alive():
             self.send_signal(sig)
