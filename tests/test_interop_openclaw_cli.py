@@ -353,10 +353,6 @@ def test_cli_gateway_call_every_implemented_method(openclaw_cli, interop_gateway
 KNOWN_SCOPE_DEVIATIONS = {
     # issue 3: "tools.invoke ... runs a tool as that session's agent would (admin scope)".
     "tools.invoke": ("operator.admin", ["operator.write"]),
-    # OpenClaw checks sessions.patch per field (label, model, thinkingLevel, fastMode: write;
-    # verbose, context window and other privileged overrides: admin); here it is admin as a whole,
-    # so `openclaw gateway call sessions.patch` (which asks for operator.write) is refused.
-    "sessions.patch": ("operator.admin", ["operator.write"]),
 }
 _IMPLIED = {"operator.admin": {"operator.admin", "operator.write", "operator.read"},
             "operator.write": {"operator.write", "operator.read"}, "operator.read": {"operator.read"}}  # fmt: skip

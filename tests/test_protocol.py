@@ -219,7 +219,7 @@ async def test_request_errors_keep_the_connection(live_gateway):
     assert isinstance((await reader.call("sessions.list"))["sessions"], list)
     error = await expect_error(reader.call("sessions.create", {}), "FORBIDDEN", "missing scope: operator.write", "MISSING_SCOPE")
     assert error.details == {"code": "MISSING_SCOPE", "missingScope": "operator.write", "requiredScopes": ["operator.write"]}
-    await expect_error(reader.call("sessions.patch", {"key": "main"}), "FORBIDDEN", "missing scope: operator.admin")
+    await expect_error(reader.call("sessions.patch", {"key": "main"}), "FORBIDDEN", "missing scope: operator.write")
     await expect_error(reader.call("chat.inject", {"sessionKey": "main", "message": "x"}), "FORBIDDEN")
     assert (await reader.call("chat.history", {"sessionKey": "main"}))["messages"] == []
 
@@ -227,6 +227,15 @@ async def test_request_errors_keep_the_connection(live_gateway):
     assert (await writer.call("sessions.create", {}))["ok"] is True
     assert (await writer.call("sessions.list"))["count"] >= 1  # write implies read
     await expect_error(writer.call("sessions.delete", {"key": "x"}), "FORBIDDEN", detail="MISSING_SCOPE")
+    # sessions.patch is checked per field: chat-client fields need write, the others admin,
+    # and a refused patch changes nothing (not even its write-level fields).
+    patched = await writer.call("sessions.patch", {"key": "main", "label": "mine", "thinkingLevel": "low"})
+    assert patched["entry"]["label"] == "mine"
+    await expect_error(writer.call("sessions.patch", {"key": "main", "label": "theirs", "verboseLevel": "on"}),
+                       "FORBIDDEN", "missing scope: operator.admin", "MISSING_SCOPE")  # fmt: skip
+    rows = (await writer.call("sessions.list"))["sessions"]
+    assert [row.get("label") for row in rows if row["key"] == "agent:main:main"] == ["mine"]
+    assert (await admin.call("sessions.patch", {"key": "main", "verboseLevel": "on"}))["ok"] is True
     for gw in (admin, reader, writer):
         await gw.close()
 

@@ -1,7 +1,9 @@
 """Session and transcript RPC methods (spec-a §2, spec-b §7.1): params schema → one
 service or selector → result. Scopes follow OpenClaw's method table: reads need
-``operator.read``, ``sessions.create`` ``operator.write``; ``sessions.patch/reset/delete``
-and ``chat.inject`` are admin methods.
+``operator.read``, ``sessions.create`` ``operator.write``; ``sessions.reset/delete`` and
+``chat.inject`` are admin methods. ``sessions.patch`` is checked per field, as OpenClaw does:
+the fields a user picks in a chat client (label, model, thinking, fast mode, queue settings)
+need ``operator.write``, the others (exec, elevated, lineage, send policy…) ``operator.admin``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from openclaw_site.errors import GatewayError
+from openclaw_site.errors import GatewayError, MissingScopeError
 
 from .. import schema as s
 from .. import selectors
@@ -178,8 +180,15 @@ PATCH_SCHEMA = s.obj(
 )  # fmt: skip
 
 
-@rpc_method("sessions.patch", scope=ADMIN, schema=PATCH_SCHEMA)
+# sessions.patch fields an operator.write connection may set; the rest need operator.admin.
+PATCH_WRITE_FIELDS = frozenset({"key", "label", "model", "thinkingLevel", "fastMode", "queueMode",
+                                "queueDebounceMs", "queueCap", "queueDrop"})  # fmt: skip
+
+
+@rpc_method("sessions.patch", scope=WRITE, schema=PATCH_SCHEMA)
 def sessions_patch(ctx: RpcContext, params: dict) -> dict:
+    if not ctx.has_scope(ADMIN) and set(params) - PATCH_WRITE_FIELDS:
+        raise MissingScopeError(ADMIN)  # nothing is changed: checked before any write
     _refuse_webchat(ctx, "patch")
     changes = {name: value for name, value in params.items() if name != "key"}
     session = services.session_patch(key=_key(params, "sessions.patch"), changes=changes)

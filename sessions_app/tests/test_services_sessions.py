@@ -430,8 +430,11 @@ def test_rpc_params_scopes_and_webchat():
         call_sync(admin, "sessions.list", {"bogus": 1})
     with pytest.raises(MissingScopeError):
         call_sync(RpcContext(scopes=frozenset({READ})), "sessions.create", {})
-    with pytest.raises(MissingScopeError):
-        call_sync(RpcContext(scopes=frozenset({WRITE})), "sessions.patch", {"key": "main"})
+    writer = RpcContext(scopes=frozenset({WRITE}))
+    with pytest.raises(MissingScopeError, match="missing scope: operator.admin"):
+        call_sync(writer, "sessions.patch", {"key": "main", "label": "w", "sendPolicy": "deny"})
+    assert not Session.objects.filter(label="w").exists()  # refused whole, before any write
+    assert call_sync(writer, "sessions.patch", {"key": "main", "label": "w"})["entry"]["label"] == "w"
     webchat = RpcContext(client={"id": "webchat-ui", "mode": "webchat"})
     with pytest.raises(exc.WebchatMutationError, match="webchat clients cannot patch sessions; use chat.send"):
         call_sync(webchat, "sessions.patch", {"key": "main", "label": "x"})
