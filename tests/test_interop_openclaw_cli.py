@@ -347,6 +347,23 @@ def test_cli_gateway_call_every_implemented_method(openclaw_cli, interop_gateway
     assert_all_answered(relay)
 
 
+def test_cli_gateway_call_sessions_patch(openclaw_cli, interop_gateway, tmp_path):
+    """``openclaw gateway call sessions.patch``: for a label the CLI asks for operator.write
+    and the patch is applied; for a privileged field it asks for operator.admin (the CLI
+    reads the params too), and that is applied as well."""
+    gateway, relay = interop_gateway()
+    call = ("gateway", "call", "sessions.patch", "--json", "--url", relay.url, "--token", TOKEN)
+    for params, scope in (({"key": "main", "label": "from-cli"}, "operator.write"),
+                          ({"key": "main", "execSecurity": "full"}, "operator.admin")):  # fmt: skip
+        done = run_cli(openclaw_cli, *call, "--params", json.dumps(params), home=tmp_path / "home")
+        assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
+        assert cli_json(done)["ok"] is True, done.stdout[-1500:]
+        connect = [frame for frame in relay.requests() if frame["method"] == "connect"][-1]
+        assert connect["params"]["scopes"] == [scope]
+    assert cli_json(done)["entry"]["label"] == "from-cli"
+    assert_all_answered(relay)
+
+
 # --- scopes: what the CLI asks for versus what each method needs -------------------------
 
 # Methods whose scope here deliberately differs from the CLI's least-privilege table.
