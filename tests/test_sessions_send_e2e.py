@@ -362,5 +362,7 @@ async def test_ping_pong_over_the_wire_stops_on_reply_skip(gateway_factory, rule
         Run.objects.filter(run_id__startswith="a2a:").order_by("created_at").values_list("run_id", "session_key"))
     assert [(run_id.rsplit(":", 1)[-1], key) for run_id, key in steps] == [
         ("1", "agent:main:main"), ("2", "agent:main:peer"), ("announce", "agent:main:peer")]
-    step = await sync_to_async(Delivery.objects.get)(consumed_by_run_id=announce.run_id)
+    # The run-finished hook marks the announce step after the run row turns ok: wait for it.
+    step = await wait_rows(lambda: Delivery.objects.filter(consumed_by_run_id=announce.run_id,
+                                                           reply__has_key="posted").first())  # fmt: skip
     assert step.reply["posted"] is True

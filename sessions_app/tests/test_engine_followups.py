@@ -41,14 +41,26 @@ class EngineListener:
         self.channel = async_to_sync(self.layer.new_channel)()
         async_to_sync(self.layer.group_add)(ENGINE_GROUP, self.channel)
 
-    def drain(self) -> list[dict]:
+    def drain(self, *, until_type: str | None = None, count: int = 1, timeout: float = 5.0) -> list[dict]:
+        """What reached the channel. With ``until_type``, wait (at most ``timeout`` seconds)
+        until ``count`` messages of that type arrived, then take whatever else is queued:
+        the publish is asynchronous on a Redis layer, so one short read can miss it."""
+
         async def receive_all() -> list[dict]:
-            received = []
+            received: list[dict] = []
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+
+            def satisfied() -> bool:
+                return until_type is None or sum(m.get("type") == until_type for m in received) >= count
+
             while True:
+                wait = 0.05 if satisfied() else max(0.05, deadline - loop.time())
                 try:
-                    received.append(await asyncio.wait_for(self.layer.receive(self.channel), 0.05))
+                    received.append(await asyncio.wait_for(self.layer.receive(self.channel), wait))
                 except TimeoutError:
-                    return received
+                    if satisfied() or loop.time() >= deadline:
+                        return received
 
         return async_to_sync(receive_all)()
 
@@ -73,7 +85,7 @@ def test_session_reset_aborts_runs_with_events_engine_notice_and_hooks():
     assert chat.payload["state"] == "aborted"
     delivery.refresh_from_db()
     assert delivery.reply["runId"] == "q1" and delivery.reply["status"] == "aborted"
-    aborts = [m for m in messages.drain() if m.get("type") == "engine.abort"]
+    aborts = [m for m in messages.drain(until_type="engine.abort") if m.get("type") == "engine.abort"]
     assert [m["runId"] for m in aborts] == ["r1"]
     # The reset saved the session after the abort event: the sequence did not go back.
     session.refresh_from_db()
@@ -93,7 +105,7 @@ def test_session_delete_aborts_runs_through_the_abort_service():
     assert running.abort_requested is True
     delivery.refresh_from_db()
     assert delivery.reply["status"] == "aborted"
-    assert [m["runId"] for m in messages.drain() if m.get("type") == "engine.abort"] == ["r2"]
+    assert [m["runId"] for m in messages.drain(until_type="engine.abort") if m.get("type") == "engine.abort"] == ["r2"]
 
 
 # --- run_abort tells the truth ---------------------------------------------------------------
