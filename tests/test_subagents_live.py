@@ -169,17 +169,23 @@ async def test_limits_depth_fan_out_and_allowlist_over_tools_invoke(start):
         await client.close()
 
 
+async def spawn_boss_with_a_running_leaf(client) -> dict:
+    """An orchestrator ("boss") whose slow leaf is running; returns the spawn result."""
+    boss = await invoke(client, "sessions_spawn", {"task": "orchestrate slowly", "label": "boss"})
+
+    async def leaf_running():
+        rows = await registry(requester_session_key=boss["childSessionKey"])
+        return rows and (await sync_to_async(Run.objects.get)(run_id=rows[0].run_id)).status == "running"
+
+    assert await eventually(leaf_running)
+    return boss
+
+
 async def test_kill_cascades_and_killed_runs_never_announce(start):
     gateway = start(config={"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}})
     client = await connect(gateway)
     try:
-        boss = await invoke(client, "sessions_spawn", {"task": "orchestrate slowly", "label": "boss"})
-
-        async def leaf_running():
-            rows = await registry(requester_session_key=boss["childSessionKey"])
-            return rows and (await sync_to_async(Run.objects.get)(run_id=rows[0].run_id)).status == "running"
-
-        assert await eventually(leaf_running)
+        boss = await spawn_boss_with_a_running_leaf(client)
         killed = await invoke(client, "subagents", {"action": "kill", "target": "boss"})
         assert (killed["status"], killed["cascadeKilled"]) == ("ok", 1)
 
@@ -193,6 +199,25 @@ async def test_kill_cascades_and_killed_runs_never_announce(start):
         assert await announces() == []
         listing = await invoke(client, "subagents", {"action": "list"})
         assert listing["active"] == [] and [v["status"] for v in listing["recent"]] == ["killed"]
+    finally:
+        await client.close()
+
+
+async def test_stop_in_the_requester_chat_stops_its_running_subagents(start):
+    """``/stop`` over ``chat.send``: the orchestrator and its running leaf are stopped, the
+    reply counts them, and neither ever announces."""
+    gateway = start(config={"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}})
+    client = await connect(gateway)
+    try:
+        boss = await spawn_boss_with_a_running_leaf(client)
+        [leaf] = await registry(requester_session_key=boss["childSessionKey"])
+        stopped = await client.call("chat.send", {"sessionKey": "main", "message": "/stop", "idempotencyKey": "stop-1"})
+        assert stopped["subagentsKilled"] == [boss["childSessionKey"], leaf.child_session_key]
+        assert await eventually(lambda: sync_to_async(Run.objects.filter(run_id=leaf.run_id, status="aborted").exists)())
+        assert await assistant_text(MAIN, r"^Stopped \d+ run\(s\)\. Stopped 2 sub-agent\(s\)\.$")
+        await asyncio.sleep(1.0)
+        assert {r.status for r in await registry()} == {"killed"}
+        assert await announces() == []
     finally:
         await client.close()
 

@@ -2,7 +2,8 @@
 
 ``/new`` and ``/reset`` (rotate the transcript, then run the remainder if any),
 ``/stop`` (also a bare ``stop``/``esc``/``abort``/``wait``/``exit``/``interrupt``: abort
-the running turn and the queued followups), ``/queue <mode> [debounce:1s cap:N
+the running turn and the queued followups, and stop the sub-agents the session spawned,
+with their descendants), ``/queue <mode> [debounce:1s cap:N
 drop:old|new|summarize]`` (``/queue default|reset`` clears), ``/status``, ``/subagents
 list|kill|steer|info`` (``services.subagent_control``), ``/acp delegate list|status|close``
 (``acp_app.commands``). The reply is
@@ -48,11 +49,11 @@ def command_handle(*, session: Session, command: Command, run_id: str, channel: 
     from .chat import SendResult, chat_send, reply_note
 
     if command.name == "stop":
-        aborted = _stop(session)
-        run = _record(session, run_id, command, f"Stopped {len(aborted)} run(s).")
+        aborted, killed = _stop(session), _stop_subagents(session)
+        run = _record(session, run_id, command, _stopped_text(aborted, killed))
         reply_note(session=session, run_id=run_id, text=run.output["text"])
-        return SendResult(run=run, status="ok", session=session,
-                          payload={"ok": True, "aborted": bool(aborted), "runIds": aborted})  # fmt: skip
+        payload = {"ok": True, "aborted": bool(aborted or killed), "runIds": aborted, "subagentsKilled": killed}
+        return SendResult(run=run, status="ok", session=session, payload=payload)
     if command.name in ("new", "reset"):
         session = _reset(session, reason=command.name)
         if command.args:
@@ -89,6 +90,17 @@ def _stop(session: Session) -> list[str]:
     from .chat import session_abort
 
     return session_abort(session=session)
+
+
+def _stop_subagents(session: Session) -> list[str]:
+    from .subagent_control import subagents_stop_for_requester
+
+    return subagents_stop_for_requester(session_key=session.key)
+
+
+def _stopped_text(aborted: list[str], killed: list[str]) -> str:
+    text = f"Stopped {len(aborted)} run(s)."
+    return f"{text} Stopped {len(killed)} sub-agent(s)." if killed else text
 
 
 def _reset(session: Session, *, reason: str) -> Session:

@@ -213,6 +213,26 @@ def _kill_descendants(session_key: str) -> int:
     return count
 
 
+def subagents_stop_for_requester(*, session_key: str) -> list[str]:
+    """``/stop`` in a requester's chat stops every sub-agent it spawned that is still
+    running (or still waiting on its own descendants), and, recursively, their
+    descendants (spec-b §2.8). Killed runs never announce. Returns the child session
+    keys whose rows were killed, parents before their descendants."""
+    killed: list[str] = []
+
+    def stop_tree(session_key: str) -> None:
+        for row in subagent_children_latest(requester_session_key=session_key):
+            if _terminate(row):
+                killed.append(row.child_session_key)
+            stop_tree(row.child_session_key)
+
+    requester_key = requester_key_of(session_key)
+    stop_tree(requester_key)
+    if killed:
+        subagent_resume_waiting_parent(session_key=requester_key)
+    return killed
+
+
 def subagent_terminate(*, run_id: str, reason: str = "killed") -> bool:
     """Mark one registry row killed (never announces) and abort the child's turns."""
     row = SubagentRun.objects.filter(run_id=run_id).first()

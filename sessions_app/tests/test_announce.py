@@ -280,6 +280,31 @@ def test_killed_run_never_announces_and_kill_cascades(gateway_config):
     assert subagent_kill(caller_session_key=MAIN, target="boss")["status"] == "done"
 
 
+def test_stop_in_the_requester_chat_stops_its_subagents_and_their_descendants(gateway_config):
+    """``/stop`` (spec-b §2.8): the requester's runs, then every sub-agent it spawned and
+    their descendants; none of them announces. A sibling requester's child is untouched."""
+    from sessions_app.services.chat import chat_send
+
+    gateway_config({"agents": {"defaults": {"subagents": {"maxSpawnDepth": 2}}}})
+    orchestrator = spawn(label="boss")
+    leaf = spawn(requester=orchestrator["childSessionKey"], label="worker")
+    other = spawn(requester="agent:main:other", label="elsewhere")
+    result = chat_send(session_key=MAIN, message="/stop", idempotency_key="stop-1")
+    assert result.payload["subagentsKilled"] == [orchestrator["childSessionKey"], leaf["childSessionKey"]]
+    assert result.payload["aborted"] is True
+    assert result.run.output["text"] == "Stopped 0 run(s). Stopped 2 sub-agent(s)."
+    statuses = dict(SubagentRun.objects.values_list("run_id", "status"))
+    assert statuses == {orchestrator["runId"]: "killed", leaf["runId"]: "killed", other["runId"]: "running"}
+    assert Run.objects.get(run_id=leaf["runId"]).status == "aborted"
+    assert Run.objects.get(run_id=other["runId"]).status == "queued"
+    finish(orchestrator["runId"], "stale"), finish(leaf["runId"], "stale")
+    announce.subagent_sweep()
+    assert announces() == []
+    # Nothing left to stop: the same command is a no-op for the sub-agents.
+    again = chat_send(session_key=MAIN, message="/stop", idempotency_key="stop-2")
+    assert (again.payload["subagentsKilled"], again.payload["aborted"]) == ([], False)
+
+
 def test_kill_all():
     spawn(label="a"), spawn(label="b")
     result = subagent_kill(caller_session_key=MAIN, target="all")
