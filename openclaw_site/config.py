@@ -208,6 +208,8 @@ class GatewayConfig:
     agent_to_agent_max_ping_pong_turns: int = 5
     sessions_visibility: str = "tree"
     tools_agent_to_agent: dict = field(default_factory=lambda: {"enabled": False, "allow": []})
+    # tools.subagents.tools.{allow,deny}: the final filter on a sub-agent's tools (spec-b §1.8).
+    tools_subagents: dict = field(default_factory=lambda: {"allow": [], "deny": []})
     queue_defaults: QueueConfig = field(default_factory=QueueConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=lambda: {OFFLINE_PROVIDER: _offline_provider()})
     acp: dict = field(default_factory=dict)
@@ -840,9 +842,11 @@ def _send_rule(value: Any, key: str) -> dict:
 def _parse_tools(tools: _Section) -> dict:
     sessions = tools.section("sessions", ("visibility",))
     a2a = tools.section("agentToAgent", ("enabled", "allow"))
+    subagent_tools = tools.section("subagents", ("tools",)).section("tools", ("allow", "deny"))
     return {
         "sessions_visibility": sessions.text("visibility", "tree", choices=VISIBILITIES),
         "tools_agent_to_agent": {"enabled": a2a.flag("enabled", False), "allow": a2a.text_list("allow")},
+        "tools_subagents": {"allow": subagent_tools.text_list("allow"), "deny": subagent_tools.text_list("deny")},
     }
 
 

@@ -36,6 +36,8 @@ RULES = [
     {"on": "user", "match": "[Subagent Task]: dawdle", "reply": "stale dawdling output", "delayMs": 6000},
     {"on": "user", "match": "[Subagent Task]: outlive", "reply": "never said", "delayMs": 30000},
     {"on": "user", "match": "[Subagent Task]: quick leaf", "reply": "leaf found gold"},
+    {"on": "user", "match": "[Subagent Task]: try to spawn", "toolCalls": [{"name": "sessions_spawn",
+        "arguments": {"task": "grandchild"}}]},
     {"on": "user", "match": "[Subagent Task]: orchestrate slowly", "toolCalls": [{"name": "sessions_spawn",
         "arguments": {"task": "slow leaf work", "label": "leaf"}}]},
     {"on": "user", "match": "[Subagent Task]: orchestrate", "toolCalls": [{"name": "sessions_spawn",
@@ -158,13 +160,32 @@ async def test_limits_depth_fan_out_and_allowlist_over_tools_invoke(start):
         assert first["status"] == "accepted" and first["childSessionKey"].startswith("agent:research:subagent:")
         full = await invoke(client, "sessions_spawn", {"task": "dawdle"})
         assert full["error"] == "sessions_spawn has reached max active children for this session (1/1)"
-        deep = await invoke(client, "sessions_spawn", {"task": "x"}, session=first["childSessionKey"])
-        assert deep["error"] == "sessions_spawn is not allowed at this depth (current depth: 1, max: 1)"
+        # A leaf (depth 1 = maxSpawnDepth) has no sessions_spawn at all (spec-b §1.8).
+        deep = await client.request("tools.invoke", {"sessionKey": first["childSessionKey"], "tool": "sessions_spawn",
+                                                     "args": {"task": "x"}})  # fmt: skip
+        assert deep["error"]["details"] == {"code": "TOOL_NOT_AVAILABLE", "tool": "sessions_spawn", "role": "leaf",
+                                            "depth": 1}  # fmt: skip
+        assert deep["error"]["message"] == "Tool not available: sessions_spawn (leaf sub-agent at depth 1)"
         bad = await client.request("tools.invoke", {"sessionKey": "main", "tool": "sessions_spawn",
                                                     "args": {"task": "x", "channel": "telegram"}})  # fmt: skip
         assert bad["error"]["message"] == (
             'sessions_spawn does not support "channel". Use "message" or "sessions_send" for channel delivery.'
         )
+    finally:
+        await client.close()
+
+
+async def test_a_leaf_calling_sessions_spawn_by_name_gets_tool_not_available(start):
+    """The leaf is not offered sessions_spawn; its model calling it anyway gets the stable
+    error as the tool result, nothing is spawned, and the leaf still finishes and announces."""
+    client = await connect(start())
+    try:
+        leaf = await invoke(client, "sessions_spawn", {"task": "try to spawn", "label": "eager"})
+        assert await eventually(announces)
+        tools = [e for e in await transcript(leaf["childSessionKey"]) if e.role == "tool"]
+        assert len(tools) == 1 and "TOOL_NOT_AVAILABLE" in tools[0].text, [t.text for t in tools]
+        assert "Tool not available: sessions_spawn (leaf sub-agent at depth 1)" in tools[0].text
+        assert [r.child_session_key for r in await registry()] == [leaf["childSessionKey"]]
     finally:
         await client.close()
 
@@ -341,6 +362,10 @@ async def test_announce_reaches_an_openai_compatible_model_as_the_exact_event_te
             system = next(m["content"] for m in child_request["messages"] if m["role"] == "system")
             assert "You were created to handle: count gadgets" in system and "**Resumable**" in system
             assert child_request["messages"][-1]["content"].endswith("[Subagent Task]: count gadgets")
+            # Tools by depth (spec-b §1.8): the parent is offered the session tools, the leaf none.
+            offered = {t["function"]["name"] for t in server.requests[0].get("tools") or []}
+            assert {"sessions_spawn", "sessions_send", "subagents"} <= offered
+            assert not {t["function"]["name"] for t in child_request.get("tools") or []} & offered
             parent_request = next(b for b in server.requests
                                   if "[Internal task completion event]" in (b["messages"][-1].get("content") or ""))  # fmt: skip
             assert parent_request["messages"][-1] == {"role": "user", "content": delivery.payload["text"]}

@@ -23,6 +23,7 @@ from openclaw_site.errors import GatewayError
 from ..models import Run
 from ..providers import ModelRequest, ProviderError, Stop, TextDelta, ToolCall, Usage, get_provider, resolve_session_model
 from ..services import run_events
+from ..tool_policy import tool_policy_for_session
 from ..tools import ToolContext, invoke_tool, tools_for
 from . import store
 
@@ -53,6 +54,7 @@ class Turn:
         if self.state.session is None:
             await self._finish(Run.Status.ERROR, error={"code": "NO_SESSION", "message": "a run needs a session"})
             return
+        self.tool_policy = tool_policy_for_session(self.state.session)  # once per turn, no query
         try:
             self.provider_name, self.model = await db(_resolve_model)(self.state.session)
         except Exception as exc:  # an unknown model is the run's error, not the engine's
@@ -200,7 +202,8 @@ class Turn:
 
     def _tool_context(self, call_id: str | None = None) -> ToolContext:
         run = self.state.run
-        return ToolContext(session_key=run.session_key, agent_id=run.agent_id, run_id=run.run_id, tool_call_id=call_id)
+        return ToolContext(session_key=run.session_key, agent_id=run.agent_id, run_id=run.run_id, tool_call_id=call_id,
+                           policy=self.tool_policy)  # fmt: skip
 
     async def _tool(self, call: ToolCall) -> None:
         """Run one tool call; its result is recorded and published as soon as it is done."""

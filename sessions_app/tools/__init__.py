@@ -3,7 +3,9 @@
 A tool is ``async def handler(ctx: ToolContext, args: dict) -> dict`` registered with
 :func:`agent_tool`. The engine offers the registered tools to the model, runs the
 calls of one model step concurrently and records each result as soon as it is done.
-``tools.invoke`` (RPC, admin scope) runs a tool as a session's agent would.
+``tools.invoke`` (RPC, admin scope) runs a tool as a session's agent would. Which tools
+a session sees is its :class:`~sessions_app.tool_policy.ToolPolicy` (depth and role of a
+sub-agent, spec-b §1.8), carried by the :class:`ToolContext`.
 Tool modules live beside this one and register on import (see ``load_tools``).
 """
 
@@ -18,17 +20,20 @@ from typing import Any, Awaitable, Callable
 from openclaw_site.errors import InvalidParamsError, InvalidRequestError
 
 from ..schema import validate
+from ..tool_policy import FULL, ToolPolicy
 
 
 @dataclass
 class ToolContext:
-    """The calling session and run (``run_id`` is None for ``tools.invoke``)."""
+    """The calling session and run (``run_id`` is None for ``tools.invoke``) and the
+    session's tool policy (every tool unless the caller computed a narrower one)."""
 
     session_key: str
     agent_id: str
     run_id: str | None = None
     tool_call_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    policy: ToolPolicy = FULL
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,8 @@ def load_tools() -> None:
 
 def tools_for(ctx: ToolContext) -> list[AgentTool]:
     load_tools()
-    return [tool for tool in _TOOLS.values() if tool.available is None or tool.available(ctx)]
+    return [tool for tool in _TOOLS.values() if ctx.policy.permits(tool.name) and
+            (tool.available is None or tool.available(ctx))]  # fmt: skip
 
 
 def get_tool(name: str) -> AgentTool:
@@ -84,8 +90,10 @@ def get_tool(name: str) -> AgentTool:
 
 
 async def invoke_tool(ctx: ToolContext, name: str, args: Any) -> dict[str, Any]:
-    """Validate ``args`` against the tool's schema and run it."""
+    """Check the session's policy, validate ``args`` against the tool's schema, run it.
+    Raises ``UNKNOWN_TOOL``, ``TOOL_NOT_AVAILABLE`` or invalid params, running nothing."""
     tool = get_tool(name)
+    ctx.policy.check(name)
     if not isinstance(args, dict):
         raise InvalidParamsError(name, "must be object")
     errors = validate(tool.parameters, args)
