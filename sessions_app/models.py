@@ -315,6 +315,7 @@ class SubagentRun(models.Model):
         ANNOUNCED = "announced"
         SKIPPED = "skipped"
         FAILED = "failed"
+        DROPPED = "dropped"  # the requester's announce queue overflowed; summarized to it
 
     run_id = models.CharField(max_length=128, unique=True)
     child_session_key = models.CharField(max_length=512, db_index=True)
@@ -339,6 +340,8 @@ class SubagentRun(models.Model):
     )
     announce_attempts = models.PositiveSmallIntegerField(default=0)
     announce_delivery_id = models.CharField(max_length=64, null=True, blank=True)
+    # How the announce reached the requester (spec-b §3.7): direct | steered | queued.
+    announce_path = models.CharField(max_length=16, blank=True, default="")
     expects_completion_message = models.BooleanField(default=True)
     resumable = models.BooleanField(default=False)
     steered_from_run_id = models.CharField(max_length=128, null=True, blank=True)

@@ -26,6 +26,8 @@ RULES = [
     # main, asked by the user
     {"on": "user", "match": "please spawn widgets", "toolCalls": [{"name": "sessions_spawn", "arguments": {
         "task": "count the widgets", "label": "widgets", "cleanup": "delete"}}]},
+    {"on": "user", "match": "please work slowly", "reply": "slow work done", "delayMs": 4000},
+    {"on": "user", "match": "[Queued announce messages while agent was busy]", "reply": "Batch relayed"},
     {"on": "user", "match": "please spawn a keeper", "toolCalls": [{"name": "sessions_spawn", "arguments": {
         "task": "research the widget market", "label": "market", "cleanup": "keep"}}]},
     # children (a steered child still has its first task in the latest input: steer rules first)
@@ -186,6 +188,35 @@ async def test_a_leaf_calling_sessions_spawn_by_name_gets_tool_not_available(sta
         assert len(tools) == 1 and "TOOL_NOT_AVAILABLE" in tools[0].text, [t.text for t in tools]
         assert "Tool not available: sessions_spawn (leaf sub-agent at depth 1)" in tools[0].text
         assert [r.child_session_key for r in await registry()] == [leaf["childSessionKey"]]
+    finally:
+        await client.close()
+
+
+async def test_ordinary_completions_wait_in_the_busy_requesters_collect_queue_and_arrive_as_one_batch(start):
+    """Spec-b §3.7 over the wire: two completions that do not expect a message
+    (``subagents.spawn`` with ``expectsCompletionMessage: false``) end while the requester is
+    busy in collect mode: its running turn does not read them; one queued announce turn
+    does, after it, with the batch title and both results in one prompt."""
+    client = await connect(start())
+    try:
+        await client.call("sessions.patch", {"key": "main", "queueMode": "collect", "queueDebounceMs": 300})
+        await client.call("chat.send", {"sessionKey": "main", "message": "please work slowly", "idempotencyKey": "slow"})
+        assert await eventually(lambda: sync_to_async(Run.objects.filter(run_id="slow", status="running").exists)())
+        for label in ("a", "b"):
+            spawned = await client.call("subagents.spawn", {"sessionKey": "main", "task": "quick leaf", "label": label,
+                                                            "expectsCompletionMessage": False})  # fmt: skip
+            assert spawned["status"] == "accepted"
+        assert await assistant_text(MAIN, r"^Batch relayed$"), "the requester never relayed the batch"
+        slow = await sync_to_async(Run.objects.get)(run_id="slow")
+        [batch] = await sync_to_async(list)(Run.objects.filter(input__queueMode="announce"))
+        assert (slow.status, batch.status) == ("ok", "ok") and batch.started_at >= slow.ended_at
+        deliveries = await announces()
+        assert [d.consumed_by_run_id for d in deliveries] == [batch.run_id, batch.run_id]
+        assert {d.payload["announcePath"]["path"] for d in deliveries} == {"queued"}
+        [prompt] = [e.text for e in await transcript() if e.role == "user" and e.run_id == batch.run_id]
+        assert prompt.startswith("[Queued announce messages while agent was busy]") and prompt.count("leaf found gold") == 2
+        assert not [e for e in await transcript() if e.run_id == "slow" and "leaf found gold" in e.text]
+        assert {r.announce_path for r in await registry()} == {"queued"}
     finally:
         await client.close()
 

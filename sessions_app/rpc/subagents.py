@@ -22,11 +22,15 @@ def subagents_list(ctx: RpcContext, params: dict) -> dict:
                             args={"action": "list", "recentMinutes": params.get("recentMinutes")})  # fmt: skip
 
 
-SPAWN_SCHEMA = {**SPAWN_PARAMETERS, "properties": {**SPAWN_PARAMETERS["properties"], "sessionKey": KEY},
+SPAWN_SCHEMA = {**SPAWN_PARAMETERS, "properties": {**SPAWN_PARAMETERS["properties"], "sessionKey": KEY,
+                                                    "expectsCompletionMessage": s.boolean()},
                 "required": ["sessionKey", "task"]}  # fmt: skip
 
 
 @rpc_method("subagents.spawn", scope=WRITE, schema=SPAWN_SCHEMA)
 def subagents_spawn(ctx: RpcContext, params: dict) -> dict:
-    args = {k: v for k, v in params.items() if k != "sessionKey"}
-    return spawn_from_args(requester_session_key=params["sessionKey"], requester_run_id=None, args=args)
+    """``sessions_spawn`` on a session's behalf; ``expectsCompletionMessage: false`` makes
+    the announce an ordinary internal completion (queue/steer first, spec-b §3.7)."""
+    args = {k: v for k, v in params.items() if k not in ("sessionKey", "expectsCompletionMessage")}
+    return spawn_from_args(requester_session_key=params["sessionKey"], requester_run_id=None, args=args,
+                           expects_completion_message=params.get("expectsCompletionMessage", True))  # fmt: skip

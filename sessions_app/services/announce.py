@@ -11,7 +11,8 @@ runs the flow of spec-b §3.2:
 3. a silent reply (``NO_REPLY`` / ``ANNOUNCE_SKIP``) is counted as delivered, nothing sent;
 4. otherwise the ``task_completion`` event is rendered and handed to the requester as a
    ``Delivery`` with idempotency key ``announce:v1:<childKey>:<childRunId>`` (unique in
-   the database: a retry, a second engine or a restart never announces twice);
+   the database: a retry, a second engine or a restart never announces twice), placed
+   direct or through the requester's queue mode (``services.announce_queue``, §3.7);
 5. transient failures are retried (5 s, 10 s, 20 s, then backoff up to 30 s with jitter,
    at most 8 attempts, 45 min expiry); on give-up the requester gets a visible system
    event "result could not be delivered", never a silent loss;
@@ -273,7 +274,7 @@ def _replace_row(row: SubagentRun, *, run_id: str) -> None:
 
 
 def _deliver(row: SubagentRun, reply: str, now: datetime) -> str:
-    from .deliveries import delivery_enqueue
+    from .announce_queue import DROPPED, Announce, announce_place
 
     target_key, target_run_id = _announce_target(row)
     event = _completion_event(row, reply, requester_key=target_key)
@@ -283,20 +284,42 @@ def _deliver(row: SubagentRun, reply: str, now: datetime) -> str:
                        "sourceChannel": "internal", "sourceTool": "subagent_announce"},
         "childRunId": row.run_id, "expectsCompletionMessage": row.expects_completion_message,
     }  # fmt: skip
+    announce = Announce(
+        source_session_key=row.child_session_key, source_run_id=row.run_id, target_session_key=target_key,
+        target_run_id=target_run_id, payload=payload, summary_line=f"{event.task_label}: {event.status_label}",
+        idempotency_key=announce_idempotency_key(row.child_session_key, row.run_id),
+        expects_completion_message=row.expects_completion_message,
+    )  # fmt: skip
     row.announce_attempts += 1
     try:
         with transaction.atomic():
-            delivery, _ = delivery_enqueue(
-                kind=Delivery.Kind.ANNOUNCE, source_session_key=row.child_session_key, source_run_id=row.run_id,
-                target_session_key=target_key, target_run_id=target_run_id, payload=payload,
-                idempotency_key=announce_idempotency_key(row.child_session_key, row.run_id),
-            )  # fmt: skip
+            placed = announce_place(announce, is_permanent=_is_permanent)
     except Exception as exc:  # noqa: BLE001 - classified below; the row keeps the error
         return _delivery_failed(row, exc, now)
-    row.announce_delivery_id = delivery.delivery_id
+    _settle_dropped(placed.dropped)
+    if placed.path == DROPPED:
+        _give_up(row, placed.reason)
+        return "failed"
+    row.announce_delivery_id = placed.delivery.delivery_id
+    row.announce_path = placed.path
     _mark_handled(row, SubagentRun.AnnounceState.ANNOUNCED)
     row.save()
     return "announced"
+
+
+def _settle_dropped(dropped) -> None:
+    """Announces dropped from a full queue: a summarized one reached the requester as its
+    summary line (``dropped``); any other is given up with the visible notice."""
+    for delivery, reason, summarized in dropped:
+        row = SubagentRun.objects.filter(announce_delivery_id=delivery.delivery_id).first()
+        if row is None:
+            continue
+        if summarized:
+            row.last_announce_error = reason
+            row.announce_state = SubagentRun.AnnounceState.DROPPED
+            row.save(update_fields=["last_announce_error", "announce_state"])
+        else:
+            _give_up(row, reason)
 
 
 def _announce_target(row: SubagentRun) -> tuple[str, str | None]:

@@ -45,6 +45,7 @@ COLLECT = "collect"
 STEER_BACKLOG = "steer-backlog"
 INTERRUPT = "interrupt"
 DIRECT = "direct"
+ANNOUNCE_QUEUE = "announce"  # a queued turn of the requester's announce queue (services.announce_queue)
 SUMMARY_CHARS = 80
 
 
@@ -169,7 +170,10 @@ def _active_run(session: Session) -> Run | None:
 
 
 def _queued(session: Session):
-    return Run.objects.filter(session=session, status=Run.Status.QUEUED).exclude(input__queueMode=STEER)
+    """The session's queued message turns (steer runs and the announce queue aside)."""
+    return Run.objects.filter(session=session, status=Run.Status.QUEUED).exclude(
+        input__queueMode__in=(STEER, ANNOUNCE_QUEUE)
+    )
 
 
 def _make_room(session: Session, settings: QueueSettings, run_input: dict) -> None:

@@ -3,7 +3,8 @@
 :func:`inbox_drain` runs before every model step. In one transaction it takes the
 session's pending system events (rendered ``System: [<ISO timestamp>] <text>``) and the
 pending/delivered ``Delivery`` rows addressed to it, records them in the transcript and
-marks them consumed by the run, so an item is seen by exactly one model step.
+marks them consumed by the run, so an item is seen by exactly one model step. A turn of
+the announce queue reads its announces as one prompt (``services.announce_queue``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..models import Delivery, Run, Session, SystemEvent
+from .announce_queue import announce_batch_text
 from .sessions import transcript_append
 
 SYSTEM_EVENTS_SOURCE = "system_events"
@@ -59,7 +61,16 @@ def _drain_deliveries(session: Session, run: Run) -> list[dict[str, Any]]:
     readable = Delivery.objects.for_target(session.key).filter(Q(target_run_id__isnull=True) | Q(target_run_id=run.run_id))
     rows = list(readable.filter(state__in=states).select_for_update().order_by("created_at", "id"))
     messages = []
+    batch = [d for d in rows if d.kind == Delivery.Kind.ANNOUNCE and d.target_run_id == run.run_id]
+    batch_text = announce_batch_text(run=run, texts=[_delivery_text(d) for d in batch]) if batch else None
+    if batch_text is not None:
+        provenance = {"kind": "inter_session", "deliveryKind": Delivery.Kind.ANNOUNCE, "announceQueue": True,
+                      "deliveryIds": [d.delivery_id for d in batch]}  # fmt: skip
+        transcript_append(session=session, role="user", content=batch_text, run_id=run.run_id, provenance=provenance)
+        messages.append({"role": "user", "content": batch_text, "provenance": provenance})
     for delivery in rows:
+        if batch_text is not None and delivery in batch:
+            continue
         provenance = {
             "kind": "inter_session", "deliveryId": delivery.delivery_id, "deliveryKind": delivery.kind,
             "sourceSessionKey": delivery.source_session_key, "sourceRunId": delivery.source_run_id,

@@ -70,8 +70,10 @@ def spawn_args(args: dict[str, Any]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def spawn_from_args(*, requester_session_key: str, requester_run_id: str | None, args: dict[str, Any]) -> dict:
-    """Dispatch a spawn by runtime (``subagent`` here; ``acp`` when a runtime registered it)."""
+def spawn_from_args(*, requester_session_key: str, requester_run_id: str | None, args: dict[str, Any],
+                    expects_completion_message: bool = True) -> dict:
+    """Dispatch a spawn by runtime (``subagent`` here; ``acp`` when a runtime registered it).
+    The agent tool always expects a completion message (spec-b §1.1); operator doors may not."""
     runtime = "acp" if args.get("runtime") == "acp" else "subagent"
     if runtime != "acp" and args.get("streamTo"):
         return {"status": "error", "error": f"streamTo is only supported for runtime=acp; got runtime={runtime}"}
@@ -81,7 +83,7 @@ def spawn_from_args(*, requester_session_key: str, requester_run_id: str | None,
             return {"status": "error", "error": "runtime=acp is not available on this gateway"}
         return handler(requester_session_key=requester_session_key, requester_run_id=requester_run_id, args=args)
     return subagent_spawn(requester_session_key=requester_session_key, requester_run_id=requester_run_id,
-                          **spawn_args(args))  # fmt: skip
+                          expects_completion_message=expects_completion_message, **spawn_args(args))  # fmt: skip
 
 
 @agent_tool(
