@@ -128,6 +128,12 @@ if _test_db:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# A connection's channel receives the events of every session it follows: 1,000 busy
+# sessions at once send several events each, so a small per-channel capacity drops
+# (ChannelFull is swallowed by group_send) and a short expiry loses a slow reader's
+# backlog, finals included (bench/findings.md). Clients still resume by sequence number.
+CHANNEL_CAPACITY = int(os.environ.get("OPENCLAW_CHANNEL_CAPACITY", "50000"))
+CHANNEL_EXPIRY_S = int(os.environ.get("OPENCLAW_CHANNEL_EXPIRY_S", "300"))
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
@@ -135,13 +141,14 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 "prefix": os.environ.get("OPENCLAW_CHANNEL_PREFIX", "openclaw"),
-                "capacity": 2000,
-                "expiry": 60,
+                "capacity": CHANNEL_CAPACITY,
+                "expiry": CHANNEL_EXPIRY_S,
             },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 5000}}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
+                                  "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY_S}}}  # fmt: skip
 
 Q_CLUSTER = {
     "name": os.environ.get("OPENCLAW_Q_NAME", "openclaw"),
