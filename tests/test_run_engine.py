@@ -17,7 +17,8 @@ from asgiref.sync import sync_to_async
 
 from sessions_app.models import Run, SessionEvent, SystemEvent, TranscriptEntry
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.ws import GatewayCallError, GatewayClient
+from tests.support.live import write_rules
+from tests.support.ws import GatewayCallError, GatewayClient, connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -36,9 +37,7 @@ RULES = [
 
 @pytest.fixture
 def rules_file(tmp_path):
-    path = tmp_path / "rules.json"
-    path.write_text(json.dumps({"rules": RULES}))
-    return path
+    return write_rules(tmp_path, RULES)
 
 
 @pytest.fixture
@@ -51,12 +50,6 @@ def start(gateway_factory, rules_file):
         return gateway_factory(config=config, args=("--role", roles), env=full_env)
 
     return run
-
-
-async def connect(gateway) -> GatewayClient:
-    client = GatewayClient(gateway.ws_url)
-    await client.connect(token=gateway.token)
-    return client
 
 
 def final_of(run_id):

@@ -11,7 +11,6 @@ to the next run of the durable parent; with the gateway killed in between it sur
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import time
@@ -22,7 +21,7 @@ from asgiref.sync import sync_to_async
 
 from sessions_app.models import Delivery, Run, TranscriptEntry
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.ws import GatewayClient
+from tests.support.ws import GatewayClient, connect
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -84,12 +83,6 @@ def start(gateway_factory, rules_file):
         return gateway_factory(config=gateway_config(fake, turns=turns), args=("--role", "web,engine"), env=full_env)
 
     return run
-
-
-async def connect(gateway) -> GatewayClient:
-    client = GatewayClient(gateway.ws_url)
-    await client.connect(token=gateway.token)
-    return client
 
 
 def texts(body: dict) -> str:

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from sessions_app.models import Delivery, Run, Session, SubagentRun, TranscriptEntry
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.ws import GatewayClient
+from tests.support.live import write_rules
+from tests.support.ws import connect, eventually
 
 pytestmark = [pytest.mark.live, pytest.mark.django_db(transaction=True)]
 
@@ -63,9 +64,7 @@ RULES = [
 
 @pytest.fixture
 def rules_file(tmp_path):
-    path = tmp_path / "rules.json"
-    path.write_text(json.dumps({"rules": RULES}))
-    return path
+    return write_rules(tmp_path, RULES)
 
 
 @pytest.fixture
@@ -75,12 +74,6 @@ def start(gateway_factory, rules_file):
         return gateway_factory(config=config, args=("--role", roles), env=env)
 
     return run
-
-
-async def connect(gateway) -> GatewayClient:
-    client = GatewayClient(gateway.ws_url)
-    await client.connect(token=gateway.token)
-    return client
 
 
 async def invoke(client, tool, args, session="main"):
@@ -101,16 +94,6 @@ def announces() -> list[Delivery]:
 @sync_to_async
 def registry(**filters) -> list[SubagentRun]:
     return list(SubagentRun.objects.filter(**filters).order_by("created_at"))
-
-
-async def eventually(probe, *, timeout: float = 20, interval: float = 0.1):
-    """Poll ``probe()`` (async) until it returns something truthy; bounded."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await probe()
-        if value or asyncio.get_running_loop().time() > deadline:
-            return value
-        await asyncio.sleep(interval)
 
 
 async def assistant_text(key: str, pattern: str, timeout: float = 20) -> str | None:

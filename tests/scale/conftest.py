@@ -4,13 +4,12 @@ and the django-q2 broker), so they run in the PostgreSQL + Redis leg of ``bin/te
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from django.conf import settings
 
 from tests.support.cluster import Cluster
-from tests.support.live import database_url
+from tests.support.live import database_url, write_rules
 
 
 def postgres_and_redis() -> bool:
@@ -36,9 +35,7 @@ RULES = [
 
 @pytest.fixture
 def rules_file(tmp_path):
-    path = tmp_path / "rules.json"
-    path.write_text(json.dumps({"rules": RULES}))
-    return path
+    return write_rules(tmp_path, RULES)
 
 
 @pytest.fixture

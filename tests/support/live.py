@@ -126,3 +126,10 @@ def _merge(base: dict, extra: dict) -> None:
             _merge(base[key], value)
         else:
             base[key] = value
+
+
+def write_rules(directory: Path, rules: list[dict]) -> Path:
+    """The offline model's rules file (``OPENCLAW_OFFLINE_RULES``) holding ``rules``."""
+    path = Path(directory) / "rules.json"
+    path.write_text(json.dumps({"rules": rules}))
+    return path

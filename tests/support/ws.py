@@ -148,3 +148,21 @@ class GatewayCallError(Exception):
         self.message = error.get("message")
         self.details = error.get("details") or {}
         super().__init__(f"{self.code}: {self.message}")
+
+
+async def connect(gateway) -> GatewayClient:
+    """A client connected and authenticated to a started gateway (``ws_url``, ``token``)."""
+    client = GatewayClient(gateway.ws_url)
+    await client.connect(token=gateway.token)
+    return client
+
+
+async def eventually(probe, *, timeout: float = 20, interval: float = 0.1):
+    """Poll ``probe()`` (async) until it returns something truthy, at most ``timeout``
+    seconds; returns the last value (falsy when the time ran out)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await probe()
+        if value or asyncio.get_running_loop().time() > deadline:
+            return value
+        await asyncio.sleep(interval)
