@@ -88,14 +88,19 @@ def tool_policy_for_session(session: Session | None, *, key: str | None = None, 
     cfg = cfg or get_config()
     key = session.key if session is not None else (key or "")
     depth = (session.spawn_depth if session is not None else None) or keys.get_subagent_depth(key)
-    role = (session.subagent_role if session is not None else None) or None
+    role = session.subagent_role if session is not None else None
     if role not in (ORCHESTRATOR, LEAF):
         if depth <= 0 and not keys.is_subagent_session_key(key):
             return FULL
-        role = ORCHESTRATOR if depth < _max_spawn_depth(cfg, keys.resolve_agent_id_from_session_key(key)) else LEAF
+        from .services.subagents import subagents_config
+
+        limit = subagents_config(cfg, keys.resolve_agent_id_from_session_key(key)).max_spawn_depth
+        role = ORCHESTRATOR if depth < limit else LEAF
     return tool_policy(role=role, depth=max(depth, 1), cfg=cfg)
 
 
-def _max_spawn_depth(cfg: GatewayConfig, agent_id: str) -> int:
-    agent = cfg.agent(agent_id) or cfg.agent(cfg.default_agent_id())
-    return agent.subagents.max_spawn_depth if agent else 1
+def tool_policy_for_key(key: str) -> ToolPolicy:
+    """The policy of the session stored under ``key`` (one query; for ``tools.invoke``)."""
+    from .models import Session
+
+    return tool_policy_for_session(Session.objects.filter(key=key).first(), key=key)

@@ -16,7 +16,7 @@ from ..engine.waiters import run_wait
 from ..events import now_ms, session_group
 from ..models import Run, Session, SessionEvent
 from ..services.chat import SendResult, chat_send, run_abort, session_abort
-from ..tool_policy import ToolPolicy, tool_policy_for_session
+from ..tool_policy import tool_policy_for_key
 from . import ADMIN, READ, WRITE, RpcContext, respond_interim, rpc_method
 
 REPLAY_LIMIT = 10_000
@@ -306,10 +306,6 @@ async def sessions_messages_unsubscribe(ctx: RpcContext, params: dict[str, Any])
     return {"subscribed": False, "key": key}
 
 
-def _tool_policy(key: str) -> ToolPolicy:
-    return tool_policy_for_session(Session.objects.filter(key=key).first(), key=key)
-
-
 @rpc_method("tools.invoke", scope=ADMIN, schema=s.obj(
     {"sessionKey": s.string(min_length=1), "tool": s.string(min_length=1), "args": {"type": "object"}},
     required=("sessionKey", "tool")))
@@ -319,7 +315,7 @@ async def tools_invoke(ctx: RpcContext, params: dict[str, Any]) -> dict[str, Any
     from ..tools import ToolContext, invoke_tool
 
     key, agent_id = await sync_to_async(canonical_key)(params["sessionKey"], "tools.invoke")
-    policy = await database_sync_to_async(_tool_policy)(key)
+    policy = await database_sync_to_async(tool_policy_for_key)(key)
     ctx = ToolContext(session_key=key, agent_id=agent_id, policy=policy)
     result = await invoke_tool(ctx, params["tool"], params.get("args") or {})
     return {"ok": True, "tool": params["tool"], "result": result}
