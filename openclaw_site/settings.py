@@ -100,9 +100,13 @@ _sqlite_path = OPENCLAW_STATE_DIR / "gateway.sqlite3"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{_sqlite_path}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
     )
 }
+# A SQLite connection is an open file: every thread keeps its own (opening one costs
+# more than most queries). PostgreSQL connections close after each unit of work unless
+# DATABASE_CONN_MAX_AGE says otherwise (seconds; "none" = forever).
+_conn_max_age = os.environ.get("DATABASE_CONN_MAX_AGE", "none" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "0")
+DATABASES["default"]["CONN_MAX_AGE"] = None if _conn_max_age.lower() == "none" else int(_conn_max_age)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers run beside the single writer; the busy timeout makes a writer
     # wait for the lock instead of failing at once; IMMEDIATE takes the write lock at
@@ -147,7 +151,7 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer",
+    CHANNEL_LAYERS = {"default": {"BACKEND": "sessions_app.layers.GatewayInMemoryChannelLayer",
                                   "CONFIG": {"capacity": CHANNEL_CAPACITY, "expiry": CHANNEL_EXPIRY_S}}}  # fmt: skip
 
 Q_CLUSTER = {

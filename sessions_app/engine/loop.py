@@ -50,6 +50,10 @@ class Engine:
     async def run(self) -> None:
         """Serve until :meth:`stop`."""
         logger.info("run engine %s started", self.owner)
+        # Imported now, not by the first turn: importing the openai client takes about a
+        # second and would stall every turn on the loop meanwhile.
+        import sessions_app.providers.openai_compat  # noqa: F401
+
         self._helpers = [asyncio.create_task(self._listen()), asyncio.create_task(self._watch())]
         try:
             await self._claim_loop()
