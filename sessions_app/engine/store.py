@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from ..models import Run, Session, TranscriptEntry
+from ..events import event_batch
 from ..services import run_events, run_hooks
 from ..services.chat import COLLECT, collect_absorb, steer_drain
 from ..services.inbox import inbox_drain
@@ -154,6 +155,7 @@ class TurnState:
     session: Session | None
     inputs: list[dict[str, Any]]
     nothing_new: bool = False  # a delivery turn with nothing to read: no model call
+    is_acp: bool = False  # an ACP-backed session: its harness answers, not the model
 
 
 def turn_begin(*, run_pk: int) -> TurnState:
@@ -162,8 +164,19 @@ def turn_begin(*, run_pk: int) -> TurnState:
     session = run.session
     if session is None:
         return TurnState(run=run, session=None, inputs=[run.input])
+    from acp_app.models import AcpSession
+
     inputs = collect_absorb(session=session, run=run) if run.input.get("queueMode") == COLLECT else [run.input]
-    return TurnState(run=run, session=session, inputs=inputs)
+    is_acp = AcpSession.objects.filter(session_id=session.pk).exists()
+    return TurnState(run=run, session=session, inputs=inputs, is_acp=is_acp)
+
+
+def start_turn(*, state: TurnState) -> list[dict[str, Any]]:
+    """``sessions.changed`` start, the inbox and the input into the transcript; returns
+    the tool calls an earlier attempt of the run left without a result."""
+    run_events.publish_sessions_changed(session=state.session, phase="start", run=state.run)
+    record_inputs(state=state)
+    return [] if state.is_acp or state.nothing_new else pending_tool_calls(state=state)
 
 
 def record_inputs(*, state: TurnState) -> None:
@@ -213,9 +226,13 @@ def prepare_step(*, state: TurnState, steer: bool = True) -> None:
         steer_drain(session=state.session, run=state.run)
 
 
-def model_messages(*, state: TurnState) -> list[dict[str, Any]]:
+def model_messages(*, state: TurnState, prepare: bool = False) -> list[dict[str, Any]]:
+    """The messages of the next model step (``prepare``: drain the inbox and steered
+    messages first, as before every step but the first)."""
     from .context import build_messages
 
+    if prepare:
+        prepare_step(state=state)
     state.session.refresh_from_db(fields=["session_id"])
     return build_messages(session=state.session, run=state.run)
 
@@ -261,7 +278,7 @@ def finish_run(*, run_pk: int, owner: str, status: str, text: str, stop_reason: 
                error: dict[str, Any] | None = None, seqs: tuple[int, int] = (1, 1)) -> Run | None:
     """Record the terminal state (only if this engine still holds the run), free the lane,
     add the usage to the session and publish the closing events."""
-    with transaction.atomic():
+    with event_batch():
         done = Run.objects.filter(pk=run_pk, status=Run.Status.RUNNING, lease_owner=owner).update(
             status=status, output={"text": text, "stopReason": stop_reason}, error=error, usage=usage,
             ended_at=timezone.now(), lease_expires_at=None,

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections
 
 from openclaw_site.errors import GatewayError
 
+from ..events import event_batch
 from ..models import Run
 from ..providers import ModelRequest, ProviderError, Stop, TextDelta, ToolCall, Usage, get_provider, resolve_session_model
 from ..services import run_events
@@ -45,21 +46,21 @@ class Turn:
         self.final_text = ""
         self.stop_reason = "stop"
         self.usage = {"inputTokens": 0, "outputTokens": 0, "totalTokens": 0}
+        self._deferred: list[tuple[int, str, dict[str, Any]]] = []  # agent events riding on the next write
 
     # --- the run ---------------------------------------------------------------------
 
     async def execute(self) -> None:
-        self.state = await db(store.turn_begin)(run_pk=self.run_pk)
+        self.state, model = await db(_begin)(self.run_pk)
         run = self.state.run
         if self.state.session is None:
             await self._finish(Run.Status.ERROR, error={"code": "NO_SESSION", "message": "a run needs a session"})
             return
         self.tool_policy = tool_policy_for_session(self.state.session)  # once per turn, no query
-        try:
-            self.provider_name, self.model = await db(_resolve_model)(self.state.session)
-        except Exception as exc:  # an unknown model is the run's error, not the engine's
-            await self._finish(Run.Status.ERROR, error={"code": "MODEL_UNAVAILABLE", "message": str(exc)})
+        if isinstance(model, Exception):  # an unknown model is the run's error, not the engine's
+            await self._finish(Run.Status.ERROR, error={"code": "MODEL_UNAVAILABLE", "message": str(model)})
             return
+        self.provider_name, self.model = model
         status, error = await self._guarded(run)
         # The end is recorded even if a shutdown cancels the task meanwhile.
         finish = asyncio.ensure_future(self._finish(status, error=error))
@@ -73,13 +74,13 @@ class Turn:
         timeout = run.timeout_s or _agent_timeout(run.agent_id)
         try:
             async with asyncio.timeout(timeout):
-                await self._start()
+                pending = await self._start()
                 if self.state.nothing_new:
                     self.stop_reason = "nothing_new"
-                elif await db(_is_acp)(self.state.session):
+                elif self.state.is_acp:
                     await self._acp_steps(timeout)
                 else:
-                    await self._steps()
+                    await self._steps(pending)
             return Run.Status.OK, None
         except TimeoutError:
             self.stop_reason = "timeout"
@@ -103,20 +104,18 @@ class Turn:
             self.stop_reason = "error"
             return Run.Status.ERROR, {"code": "INTERNAL_ERROR", "message": f"{type(exc).__name__}: {exc}"}
 
-    async def _start(self) -> None:
-        session = self.state.session
-        await self._agent("lifecycle", {"phase": "start", "startedAt": _ms_now()})
-        await db(run_events.publish_sessions_changed)(session=session, phase="start", run=self.state.run)
-        await db(store.record_inputs)(state=self.state)
+    async def _start(self) -> list[dict[str, Any]]:
+        """lifecycle start, sessions.changed start, the input; returns the tool calls an
+        earlier attempt left unanswered (a run taken over mid-step)."""
+        await self._agent("lifecycle", {"phase": "start", "startedAt": _ms_now()}, defer=True)
+        return await self._write(store.start_turn, state=self.state)
 
-    async def _steps(self) -> None:
-        pending = await db(store.pending_tool_calls)(state=self.state)  # a run taken over mid-step
+    async def _steps(self, pending: list[dict[str, Any]]) -> None:
         await asyncio.gather(*(self._tool(ToolCall(id=c["id"], name=c["name"], arguments=c.get("arguments") or {}))
                                for c in pending))  # fmt: skip
         for step in range(settings_max_steps()):
-            if step:
-                await db(store.prepare_step)(state=self.state)
-            messages = await db(store.model_messages)(state=self.state)
+            model_event = ("lifecycle", {"phase": "model", "provider": self.provider_name, "model": self.model})
+            messages = await self._write(store.model_messages, state=self.state, prepare=step > 0, then=model_event)
             text, calls, stop = await self._model_step(messages)
             if not calls:
                 self.final_text, self.stop_reason = text, stop
@@ -149,8 +148,8 @@ class Turn:
         if status != Run.Status.OK and self.partial and self.state.session is not None:
             await db(store.record_assistant)(state=self.state, text=self.partial, calls=[], usage={},
                                              stop_reason=self.stop_reason, provider="", model="")  # fmt: skip
-        run = await db(store.finish_run)(
-            run_pk=self.run_pk, owner=self.engine.owner, status=status, text=text, stop_reason=self.stop_reason,
+        run = await self._write(
+            store.finish_run, run_pk=self.run_pk, owner=self.engine.owner, status=status, text=text, stop_reason=self.stop_reason,
             usage=self.usage, error=error, seqs=(self.chat_seq + 1, self.agent_seq + 1),
         )  # fmt: skip
         if run is not None:
@@ -163,7 +162,6 @@ class Turn:
     # --- one model step --------------------------------------------------------------
 
     async def _model_step(self, messages: list[dict[str, Any]]) -> tuple[str, list[ToolCall], str]:
-        await self._agent("lifecycle", {"phase": "model", "provider": self.provider_name, "model": self.model})
         request = ModelRequest(model=self.model, messages=messages, tools=self._tool_specs())
         text, calls, stop, usage = "", [], "stop", Usage()
         published, last = 0, 0.0
@@ -191,9 +189,9 @@ class Turn:
                       "totalTokens": usage.total_tokens}  # fmt: skip
         for key, value in step_usage.items():
             self.usage[key] += value
-        await self._agent("usage", step_usage)
+        await self._agent("usage", step_usage, defer=True)
         call_blocks = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
-        await db(store.record_assistant)(state=self.state, text=text, calls=call_blocks, usage=step_usage,
+        await self._write(store.record_assistant, state=self.state, text=text, calls=call_blocks, usage=step_usage,
                                          stop_reason=stop, provider=self.provider_name, model=self.model)  # fmt: skip
         self.partial = ""
 
@@ -225,29 +223,58 @@ class Turn:
     # --- events ----------------------------------------------------------------------
 
     async def _delta(self, text: str, published: int) -> None:
-        await self._agent("assistant", {"text": text, "delta": text[published:]})
-        if self.state.run.kind == Run.Kind.HEARTBEAT:
+        heartbeat = self.state.run.kind == Run.Kind.HEARTBEAT
+        await self._agent("assistant", {"text": text, "delta": text[published:]}, defer=not heartbeat)
+        if heartbeat:
             return  # heartbeat turns are not streamed to chat (spec-a §6.5)
         self.chat_seq += 1
-        await db(run_events.publish_chat)(session=self.state.session, run_id=self.state.run.run_id, seq=self.chat_seq,
+        await self._write(run_events.publish_chat, session=self.state.session, run_id=self.state.run.run_id, seq=self.chat_seq,
                                           state="delta", message=run_events.assistant_message(text),
                                           deltaText=text[published:])  # fmt: skip
 
-    async def _agent(self, stream: str, data: dict[str, Any]) -> None:
+    async def _agent(self, stream: str, data: dict[str, Any], *, defer: bool = False) -> None:
+        """An ``agent`` event; ``defer``: it goes out with the write that follows at once."""
         self.agent_seq += 1
-        await db(run_events.publish_agent)(session=self.state.session, run_id=self.state.run.run_id,
-                                           seq=self.agent_seq, stream=stream, data=data)  # fmt: skip
+        self._deferred.append((self.agent_seq, stream, data))
+        if not defer:
+            await self._write(None)
+
+    async def _write(self, fn, /, *, then: tuple[str, dict[str, Any]] | None = None, **kwargs):
+        """One trip to the database: the deferred agent events, ``fn(**kwargs)``, then the
+        agent event ``then``, in one transaction whose events are written together
+        (``events.event_batch``)."""
+        deferred, self._deferred = self._deferred, []
+        after = []
+        if then is not None:
+            self.agent_seq += 1
+            after.append((self.agent_seq, *then))
+        return await db(_write)(self.state.session, self.state.run.run_id, deferred, fn, kwargs, after)
+
+
+def _write(session, run_id: str, before: list, fn, kwargs: dict, after: list):
+    with event_batch():
+        for seq, stream, data in before:
+            run_events.publish_agent(session=session, run_id=run_id, seq=seq, stream=stream, data=data)
+        result = fn(**kwargs) if fn is not None else None
+        for seq, stream, data in after:
+            run_events.publish_agent(session=session, run_id=run_id, seq=seq, stream=stream, data=data)
+    return result
+
+
+def _begin(run_pk: int):
+    """The turn's state and its ``(provider, model)`` (or the exception resolving it)."""
+    state = store.turn_begin(run_pk=run_pk)
+    if state.session is None:
+        return state, None
+    try:
+        return state, _resolve_model(state.session)
+    except Exception as exc:
+        return state, exc
 
 
 def _resolve_model(session) -> tuple[str, str]:
     return resolve_session_model(agent_id=session.agent_id, provider_override=session.provider_override,
                                  model_override=session.model_override)  # fmt: skip
-
-
-def _is_acp(session) -> bool:
-    from acp_app.models import AcpSession
-
-    return AcpSession.objects.filter(session_id=session.pk).exists()
 
 
 def _agent_timeout(agent_id: str) -> int:
@@ -268,7 +295,7 @@ def _run_hooks(run: Run) -> None:
     try:
         run_finished(run)
     finally:
-        connection.close()
+        close_old_connections()  # a pool thread's connection: closed unless CONN_MAX_AGE keeps it
 
 
 def _ms_now() -> int:

@@ -25,14 +25,12 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
 from django.utils import timezone
 
 from openclaw_site.errors import UnavailableError
 
-from ..events import ENGINE_GROUP
+from ..events import ENGINE_GROUP, event_batch
 from ..models import Run, Session
 from ..selectors import assert_send_allowed
 from . import run_events
@@ -199,7 +197,7 @@ def steer_drain(*, session: Session, run: Run) -> list[Any]:
     """Take the session's queued steer runs into ``run``: their messages join the
     transcript (returned entries) and they end ``ok`` with ``output.absorbedInto``."""
     entries = []
-    with transaction.atomic():
+    with event_batch():
         for steer in Run.objects.filter(session=session, status=Run.Status.QUEUED, input__queueMode=STEER).order_by("created_at", "id"):
             if _absorb(steer, into=run, mode=STEER):
                 entries.append(_append_input(session, run, steer.input, source_run_id=steer.run_id))
@@ -284,12 +282,9 @@ def session_abort(*, session: Session, run_id: str | None = None, include_queued
 
 
 def _tell_engines(message: dict[str, Any]) -> None:
-    layer = get_channel_layer()
-    if layer is not None:
-        try:
-            async_to_sync(layer.group_send)(ENGINE_GROUP, message)
-        except Exception:  # engines also poll abort_requested
-            pass
+    from ..events import layer_send
+
+    layer_send(ENGINE_GROUP, message)  # engines also poll abort_requested
 
 
 def reply_note(*, session: Session, run_id: str, text: str, stop_reason: str = "command"):

@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from ..events import event_batch
 from ..models import Delivery, Run, Session, SystemEvent
 from .announce_queue import announce_batch_text
 from .sessions import transcript_append
@@ -35,7 +36,7 @@ def inbox_drain(*, session: Session, run: Run) -> list[dict[str, Any]]:
     Returns the chat messages added to the context (also appended to the transcript):
     one ``user`` message holding every ``System:`` line, then one per delivery.
     """
-    with transaction.atomic():
+    with event_batch():
         messages = _drain_system_events(session, run)
         messages += _drain_deliveries(session, run)
     return messages

@@ -20,7 +20,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from .. import keys
-from ..events import SESSIONS_GROUP, now_ms, publish_on_commit, publish_session_event
+from ..events import SESSIONS_GROUP, event_batch, now_ms, publish_on_commit, publish_session_event
 from ..exceptions import (
     AgentMismatchError,
     InvalidSessionPatchError,
@@ -325,7 +325,7 @@ def transcript_append(
         existing = TranscriptEntry.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             return existing
-    with transaction.atomic():
+    with event_batch():
         # Lock the session row: seq allocation must not race with another writer.
         locked = Session.objects.select_for_update().get(pk=session.pk)
         last = TranscriptEntry.objects.filter(session=locked).aggregate(m=Max("seq"))["m"] or 0
