@@ -190,6 +190,8 @@ async def test_ordinary_completions_wait_in_the_busy_requesters_collect_queue_an
                                                             "expectsCompletionMessage": False})  # fmt: skip
             assert spawned["status"] == "accepted"
         assert await assistant_text(MAIN, r"^Batch relayed$"), "the requester never relayed the batch"
+        # The reply is in the transcript a moment before its run is recorded as ended.
+        assert await eventually(lambda: sync_to_async(Run.objects.filter(input__queueMode="announce", status="ok").exists)())
         slow = await sync_to_async(Run.objects.get)(run_id="slow")
         [batch] = await sync_to_async(list)(Run.objects.filter(input__queueMode="announce"))
         assert (slow.status, batch.status) == ("ok", "ok") and batch.started_at >= slow.ended_at
