@@ -175,7 +175,11 @@ def event_batch():
     """A transaction whose session events are numbered as they are published and written
     in one insert when it ends (a nested call joins the outer batch). An event of a step
     (lifecycle, deltas, the transcript's ``session.message``) costs one statement, not a
-    transaction of three."""
+    transaction of three.
+
+    A nested call opens no savepoint of its own: code that catches an error and goes on
+    inside a batch wraps the failing part in ``transaction.atomic()`` (events published
+    in that savepoint are written at once and roll back with it)."""
     if getattr(_batches, "current", None) is not None:
         yield
         return

@@ -149,8 +149,8 @@ class Turn:
             await db(store.record_assistant)(state=self.state, text=self.partial, calls=[], usage={},
                                              stop_reason=self.stop_reason, provider="", model="")  # fmt: skip
         run = await self._write(
-            store.finish_run, run_pk=self.run_pk, owner=self.engine.owner, status=status, text=text, stop_reason=self.stop_reason,
-            usage=self.usage, error=error, seqs=(self.chat_seq + 1, self.agent_seq + 1),
+            store.finish_run, run_pk=self.run_pk, owner=self.engine.owner, status=status, text=text,
+            stop_reason=self.stop_reason, usage=self.usage, error=error, seqs=(self.chat_seq + 1, self.agent_seq + 1),
         )  # fmt: skip
         if run is not None:
             await sync_to_async(_run_hooks, thread_sensitive=False)(run)
@@ -192,7 +192,7 @@ class Turn:
         await self._agent("usage", step_usage, defer=True)
         call_blocks = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
         await self._write(store.record_assistant, state=self.state, text=text, calls=call_blocks, usage=step_usage,
-                                         stop_reason=stop, provider=self.provider_name, model=self.model)  # fmt: skip
+                          stop_reason=stop, provider=self.provider_name, model=self.model)  # fmt: skip
         self.partial = ""
 
     def _tool_specs(self) -> list[dict[str, Any]]:
@@ -228,9 +228,9 @@ class Turn:
         if heartbeat:
             return  # heartbeat turns are not streamed to chat (spec-a §6.5)
         self.chat_seq += 1
-        await self._write(run_events.publish_chat, session=self.state.session, run_id=self.state.run.run_id, seq=self.chat_seq,
-                                          state="delta", message=run_events.assistant_message(text),
-                                          deltaText=text[published:])  # fmt: skip
+        await self._write(run_events.publish_chat, session=self.state.session, run_id=self.state.run.run_id,
+                          seq=self.chat_seq, state="delta", message=run_events.assistant_message(text),
+                          deltaText=text[published:])  # fmt: skip
 
     async def _agent(self, stream: str, data: dict[str, Any], *, defer: bool = False) -> None:
         """An ``agent`` event; ``defer``: it goes out with the write that follows at once."""

@@ -82,29 +82,29 @@ def test_a_batch_that_fails_writes_nothing_and_publishes_nothing(monkeypatch):
     assert sent == []
 
 
-async def test_a_database_thread_hands_events_to_its_loop_without_waiting_in_order():
+async def test_a_database_thread_hands_events_to_its_loop_without_waiting_in_order(monkeypatch):
     layer = GatewayInMemoryChannelLayer(capacity=1000)
     channel = await layer.new_channel()
     group = session_group("agent:main:order")
     await layer.group_add(group, channel)
-    patch = pytest.MonkeyPatch()
-    patch.setattr("sessions_app.events.get_channel_layer", lambda: layer)
+    monkeypatch.setattr("sessions_app.events.get_channel_layer", lambda: layer)
+    waited = []
 
-    def no_waiting(fn):  # the path that would block this thread until the loop sent it
-        raise AssertionError("a thread lent by the loop waited for the loop")
+    def waiting(fn):  # the path that blocks this thread until the loop has sent the message
+        waited.append(fn)
+        return lambda *args: None
 
-    patch.setattr("sessions_app.events.async_to_sync", no_waiting)
+    monkeypatch.setattr("sessions_app.events.async_to_sync", waiting)
     loop_thread = threading.get_ident()
-    try:
-        def publish() -> None:
-            assert threading.get_ident() != loop_thread
-            for n in range(200):
-                layer_send(group, {"type": "gateway.event", "n": n})
 
-        await sync_to_async(publish)()
-        received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(200)]
-    finally:
-        patch.undo()
+    def publish() -> None:
+        assert threading.get_ident() != loop_thread
+        for n in range(200):
+            layer_send(group, {"type": "gateway.event", "n": n})
+
+    await sync_to_async(publish)()
+    assert waited == []
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(200)]
     assert [message["n"] for message in received] == list(range(200))
 
 
